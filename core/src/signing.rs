@@ -2,7 +2,7 @@
 //! a context label, so a signature made for one purpose can never be replayed
 //! as another (a grant as a request, a certificate as a list).
 
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::b64;
@@ -152,6 +152,36 @@ impl RequestToSign<'_> {
         key.verify_strict(&self.signing_bytes(), &sig)
             .map_err(|_| SignatureError::Invalid { what: "request" })
     }
+}
+
+/// The four headers that carry a node signature, ready to attach to a
+/// request (`askee-node-key`, `askee-timestamp`, `askee-nonce`,
+/// `askee-signature`).
+pub fn signed_headers(
+    key: &SigningKey,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> [(&'static str, String); 4] {
+    let signature = RequestToSign {
+        method,
+        path_and_query,
+        timestamp,
+        nonce,
+        body,
+    }
+    .sign(key);
+    [
+        (
+            "askee-node-key",
+            b64::encode(key.verifying_key().as_bytes()),
+        ),
+        ("askee-timestamp", timestamp.to_string()),
+        ("askee-nonce", nonce.to_owned()),
+        ("askee-signature", signature),
+    ]
 }
 
 fn certificate_bytes(cert: &RevocationCertificate) -> Vec<u8> {

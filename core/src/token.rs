@@ -268,6 +268,10 @@ impl SignatureChecked {
         &self.payload.grant_id
     }
 
+    pub fn subject(&self) -> &str {
+        &self.payload.subject
+    }
+
     pub fn accept(
         self,
         now: i64,

@@ -1,4 +1,155 @@
 //! askee's control plane: the consent engine, revocation, the audit log and
 //! (later) the task coordinator, served over HTTP by axum from a SQL store.
 
+pub mod api;
+pub mod audit;
+pub mod config;
+pub mod consent;
+pub mod extract;
+pub mod keys;
+pub mod limit;
+pub mod metrics;
+pub mod problem;
+pub mod state;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use state::{AppState, Clock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load tls certificate {cert} / key {key}: {source}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Builds the shared state: keys from the data directory, the given store.
+pub fn state(
+    config: Config,
+    store: Arc<dyn store::Store>,
+    clock: Clock,
+) -> Result<AppState, keys::KeyError> {
+    let keys = keys::load_or_create(
+        &config.data_dir,
+        clock.now(),
+        config.token_lifetime.as_secs() as i64,
+    )?;
+    Ok(AppState {
+        limiter: Arc::new(limit::RateLimiter::new(
+            config.rate_per_second,
+            config.rate_burst,
+        )),
+        store,
+        keys: Arc::new(keys),
+        clock,
+        metrics: Arc::new(metrics::Metrics::default()),
+        config: Arc::new(config),
+    })
+}
+
+/// The full application: routes behind tracing, per-client rate limits,
+/// load shedding beyond `max_in_flight` and a request timeout.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    api::routes(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            limit::rate_limit,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(limit::handle_layer_error))
+                .load_shed()
+                .concurrency_limit(config.max_in_flight)
+                .timeout(config.request_timeout),
+        )
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Signs audit checkpoints in the background whenever the log has grown.
+pub fn spawn_checkpointer(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = audit::checkpoint_now(
+                state.store.as_ref(),
+                &state.keys,
+                &state.config.log_origin(),
+                state.clock.now_ms(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "signing an audit checkpoint failed");
+            }
+        }
+    })
+}
+
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Serves until the process is stopped (or ctrl-c).
+pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {
+    let checkpointer = spawn_checkpointer(state.clone());
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        None => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tracing::info!(%addr, "askee-server listening (http)");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(ServeError::Serve)
+        }
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|source| ServeError::Tls {
+                    cert: tls.cert.clone(),
+                    key: tls.key.clone(),
+                    source,
+                })?;
+            tracing::info!(%addr, "askee-server listening (https)");
+            axum_server::bind_rustls(addr, config)
+                .serve(app)
+                .await
+                .map_err(ServeError::Serve)
+        }
+    };
+    checkpointer.abort();
+    result
+}

@@ -1,1 +1,191 @@
-fn main() {}
+//! `askee-server`: the control plane binary. A thin shell over the library:
+//! it parses the command line, opens the store and runs one command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use askee_server::{Clock, Config, Tls, audit, consent, extract, keys, store};
+use clap::{Parser, Subcommand};
+use rand::RngCore as _;
+
+/// askee control plane: consent engine, revocation, audit log.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Database URL: sqlite://FILE (embedded, the default) or postgres://…
+    #[arg(
+        long,
+        env = "ASKEE_DATABASE_URL",
+        default_value = "sqlite://askee.db",
+        global = true
+    )]
+    database_url: String,
+    /// Directory holding the coordinator's signing keys (mode 0600).
+    #[arg(long, env = "ASKEE_DATA_DIR", default_value = ".askee", global = true)]
+    data_dir: PathBuf,
+    /// Public base URL of this server, as volunteers reach it.
+    #[arg(long, env = "ASKEE_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "ASKEE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// PEM certificate chain: serve HTTPS with rustls.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Manage operator credentials.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Inspect the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage the coordinator's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the OpenAPI document (the content of openapi/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator and print its bearer credential (shown once).
+    Create {
+        /// Operator name, recorded in the audit log with every action.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every leaf and checkpoint; fail and name the entry on tampering.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Retire the active signing key and create a new one; old keys stay
+    /// published until their tokens expire.
+    Rotate,
+}
+
+fn config(cli: &Cli, listen: Option<SocketAddr>) -> Config {
+    let public_url = cli.public_url.clone().unwrap_or_else(|| {
+        let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        format!("http://{addr}")
+    });
+    Config::new(cli.data_dir.clone(), public_url)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Openapi => {
+            print!("{}", askee_server::api::openapi_document());
+        }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let store = store::open(&cli.database_url)
+                .await
+                .with_context(|| format!("opening {}", cli.database_url))?;
+            let state = askee_server::state(config(&cli, Some(*listen)), store, Clock::System)?;
+            let tls = tls_cert
+                .clone()
+                .zip(tls_key.clone())
+                .map(|(cert, key)| Tls { cert, key });
+            askee_server::serve(state, *listen, tls).await?;
+        }
+        Command::Operator {
+            command: OperatorCommand::Create { name },
+        } => {
+            let store = store::open(&cli.database_url).await?;
+            let state = askee_server::state(config(&cli, None), store, Clock::System)?;
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let credential = format!("askee_op_{}", askee_core::b64::encode(secret));
+            let record = store::OperatorRecord {
+                name: name.clone(),
+                token_hash: extract::credential_hash(&credential),
+                created_at: state.clock.now(),
+            };
+            let audit = consent::draft(
+                &state,
+                "operator.create",
+                name,
+                serde_json::json!({"name": name}),
+            );
+            state.store.create_operator(&record, audit).await?;
+            println!("{credential}");
+            eprintln!("operator {name:?} created; the credential above is shown only once");
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = store::open(&cli.database_url).await?;
+            let cfg = config(&cli, None);
+            let keys = keys::load_or_create(&cfg.data_dir, 0, i64::MAX / 4)?;
+            let (size, findings) =
+                audit::verify_log(store.as_ref(), &keys, &cfg.log_origin()).await?;
+            if findings.is_empty() {
+                println!("audit log ok: {size} entries, every checkpoint consistent");
+            } else {
+                for f in &findings {
+                    println!("{f}");
+                }
+                eprintln!(
+                    "audit log verification failed: {} problem(s) in {size} entries",
+                    findings.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let now = Clock::System.now();
+            let kid = keys::rotate(&cli.data_dir, now)?;
+            println!("new signing key {kid}; restart the servers to use it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASKEE_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

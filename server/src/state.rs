@@ -1,0 +1,45 @@
+//! Shared state of the HTTP handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::config::Config;
+use crate::keys::KeySet;
+use crate::limit::RateLimiter;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Where handlers read the time from. Tests pin it to check expiry at exact
+/// instants; the server reads the system clock.
+#[derive(Clone)]
+pub enum Clock {
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Self::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            Self::Manual(ms) => ms.load(Ordering::SeqCst),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub keys: Arc<KeySet>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<RateLimiter>,
+}
