@@ -21,6 +21,32 @@ fn err(field: &str, problem: impl Into<String>) -> FieldError {
     }
 }
 
+/// Why an untrusted JSON body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not JSON of the expected shape as a whole.
+    #[error("body is not the expected json: {0}")]
+    Shape(String),
+    /// One field is wrong: its path and what is wrong.
+    #[error("{0}")]
+    Field(FieldError),
+}
+
+/// Parses an untrusted JSON body, naming the path of the offending field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path.is_empty() || path == "." {
+            BodyError::Shape(inner)
+        } else {
+            BodyError::Field(err(&path, inner))
+        }
+    })?;
+    Ok(value)
+}
+
 /// Checks permissions on their own: ranges, and task types from `allowed`.
 pub fn permissions(p: &Permissions, allowed: &[&str], prefix: &str) -> Vec<FieldError> {
     let mut out = Vec::new();

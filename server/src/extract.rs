@@ -24,15 +24,11 @@ pub const HEADER_SIGNATURE: &str = "askee-signature";
 
 /// Parses a JSON body, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::bad_request(format!("body is not the expected json: {inner}"))
-        } else {
-            ApiError::field(&path, inner.to_string())
+    askee_core::validate::parse_json(bytes).map_err(|e| match e {
+        askee_core::validate::BodyError::Shape(detail) => {
+            ApiError::bad_request(format!("body is not the expected json: {detail}"))
         }
+        askee_core::validate::BodyError::Field(f) => ApiError::fields(vec![f]),
     })
 }
 

@@ -1,0 +1,93 @@
+//! Real askee processes for end-to-end tests: the workspace's built
+//! binaries, started on a free loopback port and stopped (or killed) at will.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a binary built by this workspace (`cargo build --workspace --bins`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first (tests/run does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `askee-server serve`.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the server on `database_url` with keys in `data_dir`, and
+    /// returns once it accepts connections (it binds only after the store
+    /// is open and migrated), or panics after `timeout`.
+    pub fn start(database_url: &str, data_dir: &Path, timeout: Duration) -> Self {
+        let port = crate::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(binary("askee-server"))
+            .args(["--database-url", database_url])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", &addr.to_string()])
+            .env("ASKEE_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn askee-server");
+        let mut server = Self { child, addr };
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = server.child.try_wait().expect("poll askee-server") {
+                panic!("askee-server exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "askee-server did not listen on {addr} within {timeout:?}");
+            // Wait on the socket itself, briefly, before asking again.
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill askee-server");
+        self.child.wait().expect("reap askee-server");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an `askee-server` command to completion; returns (success, stdout).
+pub fn server_command(database_url: &str, data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary("askee-server"))
+        .args(["--database-url", database_url])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("ASKEE_LOG", "warn")
+        .output()
+        .expect("run askee-server");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
