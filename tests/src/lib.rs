@@ -1,6 +1,8 @@
 //! Shared test harness: golden files through one [`check`] helper, free
 //! ports, and a throwaway PostgreSQL cluster per test.
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 
 /// Compares `actual` with the golden file at `path` (relative to the
