@@ -12,7 +12,7 @@ pub struct PgCluster {
     as_postgres: bool,
     /// Write end of the reaper's stdin: when this process ends in any way
     /// (even SIGKILL) the pipe closes and the reaper stops the cluster.
-    _reaper: Option<std::process::ChildStdin>,
+    reaper: Option<(std::process::Child, std::process::ChildStdin)>,
 }
 
 const SETUP_HINT: &str = "run tests/setup (tests/setup.d/postgres.sh installs Debian's postgresql)";
@@ -85,7 +85,7 @@ impl PgCluster {
             dir,
             port: 0,
             as_postgres,
-            _reaper: None,
+            reaper: None,
         };
         let data = cluster.data_dir();
         let out = cluster
@@ -128,7 +128,7 @@ impl PgCluster {
                 .expect("run pg_ctl start");
             if out.status.success() {
                 cluster.port = port;
-                cluster._reaper = Some(cluster.spawn_reaper());
+                cluster.reaper = Some(cluster.spawn_reaper());
                 return cluster;
             }
             last_error = format!(
@@ -143,7 +143,7 @@ impl PgCluster {
     /// A shell that waits for EOF on its stdin, then stops the cluster and
     /// removes its directory. Statics are never dropped, so a cluster shared
     /// by a test binary relies on this.
-    fn spawn_reaper(&self) -> std::process::ChildStdin {
+    fn spawn_reaper(&self) -> (std::process::Child, std::process::ChildStdin) {
         let runas = if self.as_postgres {
             "runuser -u postgres -- "
         } else {
@@ -164,7 +164,8 @@ impl PgCluster {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn the postgresql reaper shell");
-        child.stdin.take().expect("reaper stdin is piped")
+        let stdin = child.stdin.take().expect("reaper stdin is piped");
+        (child, stdin)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -217,13 +218,11 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        if self.port != 0 {
-            let _ = self
-                .command("pg_ctl")
-                .args(["-m", "immediate", "-w", "-D"])
-                .arg(self.data_dir())
-                .arg("stop")
-                .output();
+        // Closing the pipe makes the reaper stop the cluster (immediate
+        // mode) and remove its directory; wait until it has.
+        if let Some((mut child, stdin)) = self.reaper.take() {
+            drop(stdin);
+            let _ = child.wait();
         }
     }
 }
