@@ -117,8 +117,15 @@ async fn invitations_lifecycle(s: Arc<dyn Store>) {
     let again = s
         .create_invitation(&inv, draft("consent.invite", "node-a"))
         .await;
-    assert!(matches!(again, Err(StoreError::Duplicate { .. })), "{again:?}");
-    assert_eq!(s.audit_size().await.unwrap(), 1, "failed insert appends nothing");
+    assert!(
+        matches!(again, Err(StoreError::Duplicate { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        s.audit_size().await.unwrap(),
+        1,
+        "failed insert appends nothing"
+    );
 
     s.record_grant(
         &grant("g1", "m1", "node-a"),
@@ -131,12 +138,18 @@ async fn invitations_lifecycle(s: Arc<dyn Store>) {
         s.invitation("m1").await.unwrap().unwrap().state,
         InvitationState::Granted
     );
-    assert_eq!(s.grant("g1").await.unwrap(), Some(grant("g1", "m1", "node-a")));
+    assert_eq!(
+        s.grant("g1").await.unwrap(),
+        Some(grant("g1", "m1", "node-a"))
+    );
     assert_eq!(
         s.grants_of_node("node-a").await.unwrap(),
         vec![grant("g1", "m1", "node-a")]
     );
-    assert_eq!(s.token("t1").await.unwrap(), Some(token("t1", "g1", "node-a", 200)));
+    assert_eq!(
+        s.token("t1").await.unwrap(),
+        Some(token("t1", "g1", "node-a", 200))
+    );
     assert_eq!(s.audit_size().await.unwrap(), 3);
 
     // A second grant of the same manifest conflicts and stores nothing.
@@ -148,15 +161,21 @@ async fn invitations_lifecycle(s: Arc<dyn Store>) {
             vec![draft("consent.grant", "node-a")],
         )
         .await;
-    assert!(matches!(second, Err(StoreError::Conflict { .. })), "{second:?}");
+    assert!(
+        matches!(second, Err(StoreError::Conflict { .. })),
+        "{second:?}"
+    );
     assert_eq!(counts(&*s, "g2").await, before);
     assert_eq!(s.token("t2").await.unwrap(), None);
 
     // A grant whose token id collides is rolled back entirely: the
     // invitation stays pending.
-    s.create_invitation(&invitation("m2", "node-a"), draft("consent.invite", "node-a"))
-        .await
-        .unwrap();
+    s.create_invitation(
+        &invitation("m2", "node-a"),
+        draft("consent.invite", "node-a"),
+    )
+    .await
+    .unwrap();
     let size = s.audit_size().await.unwrap();
     let dup = s
         .record_grant(
@@ -192,28 +211,46 @@ async fn setup_grant(s: &dyn Store, g: &str, node: &str) {
 async fn renewal_and_revocation(s: Arc<dyn Store>) {
     setup_grant(&*s, "g1", "node-a").await;
     setup_grant(&*s, "g2", "node-b").await;
-    s.record_renewal(&token("g1-t1", "g1", "node-a", 500), draft("token.renew", "g1-t1"))
-        .await
-        .unwrap();
+    s.record_renewal(
+        &token("g1-t1", "g1", "node-a", 500),
+        draft("token.renew", "g1-t1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.tokens_of_grant("g1").await.unwrap().len(), 2);
 
     // Renewal at or past the grant's end is refused.
     let size = s.audit_size().await.unwrap();
     let late = s
-        .record_renewal(&token("g1-late", "g1", "node-a", 10_000), draft("token.renew", "x"))
+        .record_renewal(
+            &token("g1-late", "g1", "node-a", 10_000),
+            draft("token.renew", "x"),
+        )
         .await;
     assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
     assert_eq!(s.token("g1-late").await.unwrap(), None);
     assert_eq!(s.audit_size().await.unwrap(), size);
 
     let unknown = s
-        .record_renewal(&token("x", "nope", "node-a", 500), draft("token.renew", "x"))
+        .record_renewal(
+            &token("x", "nope", "node-a", 500),
+            draft("token.renew", "x"),
+        )
         .await;
-    assert!(matches!(unknown, Err(StoreError::NotFound { .. })), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
 
     // Revocation, then idempotence.
     let outcome = s
-        .revoke_grant("g1", 600, "volunteer asked", "volunteer", draft("consent.revoke", "g1"))
+        .revoke_grant(
+            "g1",
+            600,
+            "volunteer asked",
+            "volunteer",
+            draft("consent.revoke", "g1"),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, RevokeOutcome::Revoked);
@@ -229,7 +266,11 @@ async fn renewal_and_revocation(s: Arc<dyn Store>) {
             reason: "volunteer asked".into()
         }
     );
-    assert_eq!(s.audit_size().await.unwrap(), size, "no entry for a no-op revoke");
+    assert_eq!(
+        s.audit_size().await.unwrap(),
+        size,
+        "no entry for a no-op revoke"
+    );
     let g = s.grant("g1").await.unwrap().unwrap();
     assert_eq!(g.revoked_at, Some(600));
     assert_eq!(g.revoked_by.as_deref(), Some("volunteer"));
@@ -237,13 +278,22 @@ async fn renewal_and_revocation(s: Arc<dyn Store>) {
     let missing = s
         .revoke_grant("nope", 1, "r", "system", draft("consent.revoke", "nope"))
         .await;
-    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
 
     // Renewal after revocation is refused.
     let after = s
-        .record_renewal(&token("g1-t2", "g1", "node-a", 800), draft("token.renew", "g1-t2"))
+        .record_renewal(
+            &token("g1-t2", "g1", "node-a", 800),
+            draft("token.renew", "g1-t2"),
+        )
         .await;
-    assert!(matches!(after, Err(StoreError::Conflict { .. })), "{after:?}");
+    assert!(
+        matches!(after, Err(StoreError::Conflict { .. })),
+        "{after:?}"
+    );
     assert_eq!(s.audit_size().await.unwrap(), size);
 
     // The revocation list holds g1 with both its tokens, until its end.
@@ -262,9 +312,12 @@ async fn concurrent_renew_and_revoke(s: Arc<dyn Store>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("r{i}");
-            s.record_renewal(&token(&id, "g1", "node-a", 300 + i), draft("token.renew", &id))
-                .await
-                .map(|()| (id, false))
+            s.record_renewal(
+                &token(&id, "g1", "node-a", 300 + i),
+                draft("token.renew", &id),
+            )
+            .await
+            .map(|()| (id, false))
         }));
     }
     let s2 = s.clone();
@@ -306,7 +359,10 @@ async fn nonces_and_operators(s: Arc<dyn Store>) {
         token_hash: "ab".repeat(32),
         created_at: 5,
     };
-    assert_eq!(s.operator_by_token_hash(&op.token_hash).await.unwrap(), None);
+    assert_eq!(
+        s.operator_by_token_hash(&op.token_hash).await.unwrap(),
+        None
+    );
     s.create_operator(&op, draft("operator.create", "alice"))
         .await
         .unwrap();
@@ -315,7 +371,9 @@ async fn nonces_and_operators(s: Arc<dyn Store>) {
         Some(op.clone())
     );
     let size = s.audit_size().await.unwrap();
-    let dup = s.create_operator(&op, draft("operator.create", "alice")).await;
+    let dup = s
+        .create_operator(&op, draft("operator.create", "alice"))
+        .await;
     assert!(matches!(dup, Err(StoreError::Duplicate { .. })), "{dup:?}");
     assert_eq!(s.audit_size().await.unwrap(), size);
 }
@@ -328,7 +386,10 @@ async fn audit_and_checkpoints(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(idx, vec![0, 1, 2]);
-    assert_eq!(s.append_audit(vec![draft("d", "w")]).await.unwrap(), vec![3]);
+    assert_eq!(
+        s.append_audit(vec![draft("d", "w")]).await.unwrap(),
+        vec![3]
+    );
     let entries = s.audit_entries(1, 3).await.unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].entry.kind, "b");

@@ -10,6 +10,9 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    /// Write end of the reaper's stdin: when this process ends in any way
+    /// (even SIGKILL) the pipe closes and the reaper stops the cluster.
+    reaper: Option<(std::process::Child, std::process::ChildStdin)>,
 }
 
 const SETUP_HINT: &str = "run tests/setup (tests/setup.d/postgres.sh installs Debian's postgresql)";
@@ -42,7 +45,9 @@ fn find_bindir() -> PathBuf {
             }
         }
     }
-    panic!("postgresql server binaries (initdb, pg_ctl) not found via pg_config, /usr/lib/postgresql/*/bin or PATH: {SETUP_HINT}");
+    panic!(
+        "postgresql server binaries (initdb, pg_ctl) not found via pg_config, /usr/lib/postgresql/*/bin or PATH: {SETUP_HINT}"
+    );
 }
 
 fn is_root() -> bool {
@@ -80,11 +85,21 @@ impl PgCluster {
             dir,
             port: 0,
             as_postgres,
+            reaper: None,
         };
         let data = cluster.data_dir();
         let out = cluster
             .command("initdb")
-            .args(["-A", "trust", "-U", "askee", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "askee",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .output()
             .expect("run initdb");
@@ -113,6 +128,7 @@ impl PgCluster {
                 .expect("run pg_ctl start");
             if out.status.success() {
                 cluster.port = port;
+                cluster.reaper = Some(cluster.spawn_reaper());
                 return cluster;
             }
             last_error = format!(
@@ -122,6 +138,34 @@ impl PgCluster {
             );
         }
         panic!("pg_ctl start failed five times: {last_error}");
+    }
+
+    /// A shell that waits for EOF on its stdin, then stops the cluster and
+    /// removes its directory. Statics are never dropped, so a cluster shared
+    /// by a test binary relies on this.
+    fn spawn_reaper(&self) -> (std::process::Child, std::process::ChildStdin) {
+        let runas = if self.as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        let script = format!(
+            "trap '' INT TERM HUP; read -r _ignored; {runas}\"$1/pg_ctl\" -m immediate -w -D \"$2\" stop >/dev/null 2>&1; rm -rf \"$3\""
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("askee-pg-reaper")
+            .arg(&self.bindir)
+            .arg(self.data_dir())
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the postgresql reaper shell");
+        let stdin = child.stdin.take().expect("reaper stdin is piped");
+        (child, stdin)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -152,7 +196,15 @@ impl PgCluster {
     pub fn create_database(&self, name: &str) -> String {
         let out = self
             .command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "askee", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "askee",
+                name,
+            ])
             .output()
             .expect("run createdb");
         assert!(
@@ -166,13 +218,11 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        if self.port != 0 {
-            let _ = self
-                .command("pg_ctl")
-                .args(["-m", "immediate", "-w", "-D"])
-                .arg(self.data_dir())
-                .arg("stop")
-                .output();
+        // Closing the pipe makes the reaper stop the cluster (immediate
+        // mode) and remove its directory; wait until it has.
+        if let Some((mut child, stdin)) = self.reaper.take() {
+            drop(stdin);
+            let _ = child.wait();
         }
     }
 }

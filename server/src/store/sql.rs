@@ -179,9 +179,7 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
-        Err(StoreError::Url {
-            url: redact(url),
-        })
+        Err(StoreError::Url { url: redact(url) })
     }
 }
 
@@ -764,11 +762,12 @@ impl Store for SqlStore {
         token_hash: &str,
     ) -> Result<Option<OperatorRecord>, StoreError> {
         const OP: &str = "read operator";
-        let row = sqlx::query("SELECT name, token_hash, created_at FROM operators WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db(OP))?;
+        let row =
+            sqlx::query("SELECT name, token_hash, created_at FROM operators WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(OP))?;
         row.map(|row| {
             Ok(OperatorRecord {
                 name: row.try_get("name")?,
@@ -814,11 +813,12 @@ impl Store for SqlStore {
 
     async fn audit_leaf_hashes(&self, end: u64) -> Result<Vec<Hash>, StoreError> {
         const OP: &str = "read audit leaf hashes";
-        let rows = sqlx::query("SELECT idx, leaf_hash FROM audit_entries WHERE idx < $1 ORDER BY idx")
-            .bind(to_i64(end))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db(OP))?;
+        let rows =
+            sqlx::query("SELECT idx, leaf_hash FROM audit_entries WHERE idx < $1 ORDER BY idx")
+                .bind(to_i64(end))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
         let mut hashes = Vec::with_capacity(rows.len());
         for (position, row) in rows.iter().enumerate() {
             let idx: i64 = row.try_get("idx").map_err(db(OP))?;
@@ -830,7 +830,9 @@ impl Store for SqlStore {
                 });
             }
             let hash: Vec<u8> = row.try_get("leaf_hash").map_err(db(OP))?;
-            hashes.push(hash_from(hash, || format!("leaf hash of audit entry {idx}"))?);
+            hashes.push(hash_from(hash, || {
+                format!("leaf hash of audit entry {idx}")
+            })?);
         }
         Ok(hashes)
     }
