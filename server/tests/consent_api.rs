@@ -463,7 +463,10 @@ async fn bad_bodies_get_problem_documents(backend: Backend) {
     let p = s
         .post("/v1/tokens/verify", &json!({"token": "a", "extra": 1}))
         .await;
-    p.problem(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        p.problem(StatusCode::UNPROCESSABLE_ENTITY)["errors"][0]["field"],
+        "extra"
+    );
     let big = vec![b' '; 70 * 1024];
     s.post_raw("/v1/tokens/verify", big, &[])
         .await
