@@ -27,8 +27,7 @@ fn tlc_checks_every_model_and_catches_every_bug_variant() {
     let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
     for line in stdout.lines() {
         let mut parts = line.split_whitespace();
-        if let (Some("ok"), Some(cfg), Some(outcome)) = (parts.next(), parts.next(), parts.next())
-        {
+        if let (Some("ok"), Some(cfg), Some(outcome)) = (parts.next(), parts.next(), parts.next()) {
             let distinct: u64 = parts
                 .next()
                 .and_then(|n| n.parse().ok())
