@@ -1265,6 +1265,50 @@ mod tests {
             prop_assert!(accepted);
         }
 
+        /// Replicas are never added past the cap, a failure without conflict
+        /// happens only at the cap, and a quorum is never left unaccepted.
+        #[test]
+        fn consensus_respects_the_cap_and_accepts_a_quorum(
+            f in 0u32..3,
+            extra in 0u32..4,
+            assigned_extra in 0u32..4,
+            answers in proptest::collection::vec(0u8..3, 0..10),
+        ) {
+            let p = VerificationPolicy { f, max_replicas: 2 * f + 1 + extra };
+            let assigned = (p.min_replicas() + assigned_extra).min(p.max_replicas);
+            let names: Vec<String> = (0..answers.len()).map(|i| format!("n{i}")).collect();
+            let results: Vec<ReplicaResult> = answers
+                .iter()
+                .take(assigned as usize)
+                .zip(&names)
+                .map(|(&a, n)| ReplicaResult { node_id: n, digest: d(a) })
+                .collect();
+            let mut tally = [0u32; 3];
+            for &a in answers.iter().take(assigned as usize) {
+                tally[a as usize] += 1;
+            }
+            let reaching = tally.iter().filter(|&&n| n > f).count();
+            match consensus(&p, assigned, &results) {
+                QuorumDecision::AddReplicas { count } => {
+                    prop_assert!(count >= 1 && assigned + count <= p.max_replicas);
+                    prop_assert_eq!(reaching, 0);
+                }
+                QuorumDecision::Failed { conflicting: false, .. } => {
+                    prop_assert!(assigned >= p.max_replicas);
+                    prop_assert_eq!(reaching, 0);
+                }
+                QuorumDecision::Failed { conflicting: true, .. } => prop_assert!(reaching > 1),
+                QuorumDecision::Accepted { agreeing, .. } => {
+                    prop_assert_eq!(reaching, 1);
+                    prop_assert!(agreeing > f && results.len() as u32 >= p.min_replicas());
+                }
+                QuorumDecision::Waiting { outstanding } => {
+                    prop_assert_eq!(results.len() as u32 + outstanding, assigned);
+                    prop_assert!(reaching <= 1);
+                }
+            }
+        }
+
         /// Any conjunct that fails makes the whole decision negative, and
         /// the decision is positive exactly when no reason is given.
         #[test]
