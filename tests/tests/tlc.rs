@@ -62,6 +62,7 @@ fn tlc_checks_every_model_and_catches_every_bug_variant() {
         "ResourceBounds",
         "NoWrongAcceptance",
         "RevocationStops",
+        "RevocationNoNewWork",
         "FaultRecovery",
         "ConsentResolution",
     ] {
