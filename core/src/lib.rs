@@ -9,6 +9,7 @@ pub mod audit;
 pub mod b64;
 pub mod merkle;
 pub mod note;
+pub mod rules;
 pub mod signing;
 pub mod token;
 pub mod validate;
