@@ -234,7 +234,7 @@ pub async fn verify_log(
         }
         start += 10_000;
         for stored in batch {
-            let at = stored.entry.index;
+            let at = stored.index;
             while expected < at {
                 findings.push(Finding::Missing { index: expected });
                 leaves.push(merkle::leaf_hash(b""));
@@ -269,10 +269,13 @@ pub async fn verify_log(
     }
     let stored = leaves.len() as u64;
     for cp in store.checkpoints().await? {
+        // The key authenticates a checkpoint; its origin line names the log
+        // (which follows the public URL, so it may differ from `origin`).
+        let name = cp.note.lines().next().unwrap_or(origin);
         let signed = keys
             .history_keys()
             .iter()
-            .find_map(|k| note::open(&cp.note, origin, k).ok().map(|t| t.to_owned()));
+            .find_map(|k| note::open(&cp.note, name, k).ok().map(|t| t.to_owned()));
         match signed.as_deref().map(Checkpoint::parse) {
             None => findings.push(Finding::BadCheckpointSignature {
                 size: cp.size,

@@ -51,7 +51,10 @@ impl ServerProcess {
             if let Some(status) = server.child.try_wait().expect("poll askee-server") {
                 panic!("askee-server exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "askee-server did not listen on {addr} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "askee-server did not listen on {addr} within {timeout:?}"
+            );
             // Wait on the socket itself, briefly, before asking again.
             let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(50));
         }

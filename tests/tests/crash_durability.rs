@@ -29,11 +29,19 @@ async fn one_grant(http: &reqwest::Client, base: &str) -> Result<Value, reqwest:
     let key = b64::encode(node.verifying_key().as_bytes());
     let body = serde_json::to_vec(&json!({ "node_public_key": key })).unwrap();
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let mut req = http.post(format!("{base}/v1/invitations")).body(body.clone());
+    let mut req = http
+        .post(format!("{base}/v1/invitations"))
+        .body(body.clone());
     for (k, v) in signed_headers(&node, "POST", "/v1/invitations", &body, now(), &nonce) {
         req = req.header(k, v);
     }
-    let m: Value = req.header("content-type", "application/json").send().await?.error_for_status()?.json().await?;
+    let m: Value = req
+        .header("content-type", "application/json")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let st = GrantStatement {
         version: GRANT_STATEMENT_VERSION.into(),
         manifest_id: m["manifest"]["manifest_id"].as_str().unwrap().into(),
@@ -61,7 +69,12 @@ async fn burst_then_kill(database_url: &str, data_dir: &std::path::Path) {
     let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let (acked, count, base, mut killed) = (acked.clone(), count.clone(), base.clone(), killed_rx.clone());
+        let (acked, count, base, mut killed) = (
+            acked.clone(),
+            count.clone(),
+            base.clone(),
+            killed_rx.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             loop {
@@ -102,20 +115,34 @@ async fn burst_then_kill(database_url: &str, data_dir: &std::path::Path) {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged grant {} was lost", g["grant_id"]);
+        assert_eq!(
+            r.status(),
+            200,
+            "acknowledged grant {} was lost",
+            g["grant_id"]
+        );
     }
     // No half-written grant: every grant in the log has its token, and each
     // token the log names is stored and active.
     let entries: Vec<Value> = http
-        .get(format!("{}/v1/audit/entries?start=0&end=1000", server.url()))
+        .get(format!(
+            "{}/v1/audit/entries?start=0&end=1000",
+            server.url()
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let grants: Vec<&Value> = entries.iter().filter(|e| e["entry"]["kind"] == "consent.grant").collect();
-    let tokens: Vec<&Value> = entries.iter().filter(|e| e["entry"]["kind"] == "token.issue").collect();
+    let grants: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["entry"]["kind"] == "consent.grant")
+        .collect();
+    let tokens: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["entry"]["kind"] == "token.issue")
+        .collect();
     assert_eq!(grants.len(), tokens.len());
     assert!(grants.len() >= acked.len());
     for t in tokens {
@@ -128,7 +155,10 @@ async fn burst_then_kill(database_url: &str, data_dir: &std::path::Path) {
             .json()
             .await
             .unwrap();
-        assert_eq!(status["status"], "active", "token {id} is half-written: {status}");
+        assert_eq!(
+            status["status"], "active",
+            "token {id} is half-written: {status}"
+        );
     }
     server.kill();
     let (ok, out) = server_command(database_url, data_dir, &["audit", "verify"]);

@@ -142,6 +142,10 @@ pub struct AuditDraft {
 /// An audit entry as stored: the entry, its exact leaf bytes and leaf hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAuditEntry {
+    /// The row's index (its place in the log), whatever the body claims.
+    pub index: u64,
+    /// The entry as the row's columns describe it, with `data` from the body
+    /// (`null` when the body does not parse).
     pub entry: AuditEntry,
     /// The canonical JSON bytes the leaf hash was computed over, as stored.
     pub body: String,

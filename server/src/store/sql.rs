@@ -304,20 +304,24 @@ fn stored_entry_from(row: &AnyRow, op: &'static str) -> Result<StoredAuditEntry,
     let body: String = row.try_get("body").map_err(db(op))?;
     let leaf_hash: Vec<u8> = row.try_get("leaf_hash").map_err(db(op))?;
     let leaf_hash = hash_from(leaf_hash, || format!("leaf hash of audit entry {idx}"))?;
-    let entry = match serde_json::from_str::<AuditEntry>(&body) {
-        Ok(entry) => entry,
+    // Columns say where and what; the body is only read for `data`. `audit
+    // verify` compares the two, so an edit to either is caught.
+    let data = match serde_json::from_str::<AuditEntry>(&body) {
+        Ok(parsed) => parsed.data,
         Err(error) => {
             tracing::warn!(index = idx, %error, "stored audit entry body does not parse");
-            AuditEntry {
-                index: idx as u64,
-                timestamp_ms: row.try_get("timestamp_ms").map_err(db(op))?,
-                kind: row.try_get("kind").map_err(db(op))?,
-                subject: row.try_get("subject").map_err(db(op))?,
-                data: serde_json::Value::Null,
-            }
+            serde_json::Value::Null
         }
     };
+    let entry = AuditEntry {
+        index: idx as u64,
+        timestamp_ms: row.try_get("timestamp_ms").map_err(db(op))?,
+        kind: row.try_get("kind").map_err(db(op))?,
+        subject: row.try_get("subject").map_err(db(op))?,
+        data,
+    };
     Ok(StoredAuditEntry {
+        index: idx as u64,
         entry,
         body,
         leaf_hash,
