@@ -1,1 +1,305 @@
-fn main() {}
+//! `askee-agent`: the node agent. Today it manages the volunteer's identity
+//! and consent; the work loop joins it with the coordinator issue.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use askee_agent::client::Coordinator;
+use askee_agent::home::{Home, State};
+use askee_agent::words;
+use askee_core::signing::{self, manifest_digest};
+use askee_core::wire::v1::{ConsentToken, GRANT_STATEMENT_VERSION, GrantStatement, Permissions};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+/// askee node agent: lend this computer's idle time, on your terms.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Directory for the node key and consent state.
+    #[arg(long, env = "ASKEE_AGENT_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this node's Ed25519 identity key (stored with mode 0600).
+    Init,
+    /// Opt in directly with a coordinator and fetch its capability manifest.
+    Join {
+        /// Coordinator base URL (https, or http to loopback only).
+        coordinator: String,
+    },
+    /// Review or grant consent.
+    Consent {
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+    /// Show the consent token, its limits and its state at the coordinator.
+    Status,
+    /// Withdraw consent now.
+    Revoke {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "revoked by the volunteer")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    /// Show what the coordinator asks for, in plain words.
+    Review,
+    /// Grant consent, signed with the node key. Asks for confirmation; a
+    /// scripted install passes --yes and must then give every limit.
+    Grant(GrantArgs),
+}
+
+#[derive(Args)]
+struct GrantArgs {
+    /// Highest share of the CPU, in percent.
+    #[arg(long)]
+    cpu_percent: Option<u32>,
+    /// Highest memory, in MiB.
+    #[arg(long)]
+    ram_mb: Option<u64>,
+    /// Highest scratch disk, in GiB.
+    #[arg(long)]
+    storage_gb: Option<u64>,
+    /// Highest network bandwidth, in Mbit/s.
+    #[arg(long)]
+    bandwidth_mbps: Option<u64>,
+    /// Task types allowed, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    task_types: Option<Vec<String>>,
+    /// Days until the consent ends (at most what the manifest offers).
+    #[arg(long, default_value_t = 30)]
+    days: i64,
+    /// Grant without the interactive question (every limit flag is then required).
+    #[arg(long)]
+    yes: bool,
+}
+
+fn home(cli: &Cli) -> anyhow::Result<Home> {
+    if let Some(h) = &cli.home {
+        return Ok(Home::new(h.clone()));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .context("set --home or HOME")?;
+    Ok(Home::new(base.join("askee")))
+}
+
+fn coordinator(home: &Home, state: &State) -> anyhow::Result<Coordinator> {
+    let url = state
+        .coordinator
+        .as_deref()
+        .context("not joined to a coordinator; run `askee-agent join <url>`")?;
+    Ok(Coordinator::new(url, home.key()?)?)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn chosen(args: &GrantArgs, proposed: &Permissions) -> anyhow::Result<Permissions> {
+    if args.yes {
+        let missing: Vec<&str> = [
+            ("--cpu-percent", args.cpu_percent.is_none()),
+            ("--ram-mb", args.ram_mb.is_none()),
+            ("--storage-gb", args.storage_gb.is_none()),
+            ("--bandwidth-mbps", args.bandwidth_mbps.is_none()),
+            ("--task-types", args.task_types.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, absent)| absent.then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "--yes grants without asking, so every limit must be given explicitly; missing: {}",
+                missing.join(", ")
+            );
+        }
+    }
+    let mut p = proposed.clone();
+    let r = &mut p.resources;
+    r.cpu_percent_max = args.cpu_percent.unwrap_or(r.cpu_percent_max);
+    r.ram_mb_max = args.ram_mb.unwrap_or(r.ram_mb_max);
+    r.storage_gb_max = args.storage_gb.unwrap_or(r.storage_gb_max);
+    r.bandwidth_mbps_max = args.bandwidth_mbps.unwrap_or(r.bandwidth_mbps_max);
+    if let Some(types) = &args.task_types {
+        p.tasks.allowlist = types.clone();
+    }
+    let errors = askee_core::validate::narrowing(&p, proposed, "");
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!(
+            "these limits are wider than the coordinator proposed: {}",
+            list.join("; ")
+        );
+    }
+    Ok(p)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "consent needs an explicit answer: run in a terminal, or pass --yes with every limit"
+        );
+    }
+    print!("{question} Type 'yes' to grant: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = home(&cli)?;
+    match &cli.command {
+        Command::Init => {
+            let (key, new) = home.init()?;
+            let id = askee_core::b64::encode(key.verifying_key().as_bytes());
+            if new {
+                println!("created node key in {}\nnode id {id}", home.dir().display());
+            } else {
+                println!(
+                    "node key already exists in {}\nnode id {id}",
+                    home.dir().display()
+                );
+            }
+        }
+        Command::Join { coordinator } => {
+            let client = Coordinator::new(coordinator, home.key()?)?;
+            let resp: Value = client
+                .signed_post(
+                    "/v1/invitations",
+                    &json!({ "node_public_key": client.node_id() }),
+                )
+                .await?;
+            let manifest: askee_core::wire::v1::CapabilityManifest =
+                serde_json::from_value(resp["manifest"].clone())?;
+            let digest = resp["manifest_digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            // What is shown must be what gets signed: check the digest here.
+            if manifest_digest(&manifest) != digest {
+                bail!("the coordinator's manifest digest does not match its manifest; refusing");
+            }
+            print!("{}", words::manifest(&manifest));
+            println!("\nTo accept, run `askee-agent consent grant`.");
+            let mut state = home.state()?;
+            state.coordinator = Some(coordinator.trim_end_matches('/').to_owned());
+            state.manifest = Some(manifest);
+            state.manifest_digest = Some(digest);
+            home.save(&state)?;
+        }
+        Command::Consent {
+            command: ConsentCommand::Review,
+        } => {
+            let state = home.state()?;
+            let m = state
+                .manifest
+                .context("no manifest yet; run `askee-agent join <url>`")?;
+            print!("{}", words::manifest(&m));
+        }
+        Command::Consent {
+            command: ConsentCommand::Grant(args),
+        } => {
+            let mut state = home.state()?;
+            let client = coordinator(&home, &state)?;
+            let m = state
+                .manifest
+                .clone()
+                .context("no manifest yet; run `askee-agent join <url>`")?;
+            let permissions = chosen(args, &m.proposed)?;
+            let ends = (now() + args.days * 86_400).min(m.grant_expires_at_max);
+            if !args.yes {
+                print!("{}", words::manifest(&m));
+                let question = format!("\nYou are granting: {}.", words::limits(&permissions));
+                if !confirm(&question)? {
+                    bail!("consent not granted");
+                }
+            }
+            let statement = GrantStatement {
+                version: GRANT_STATEMENT_VERSION.into(),
+                manifest_id: m.manifest_id.clone(),
+                manifest_digest: manifest_digest(&m),
+                node_public_key: client.node_id(),
+                permissions,
+                grant_expires_at: ends,
+                signed_at: now(),
+                nonce: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let signed = signing::sign_grant(&home.key()?, &statement);
+            let resp: Value = client.post("/v1/grants", &signed).await?;
+            let token: ConsentToken = serde_json::from_value(resp["consent_token"].clone())?;
+            println!(
+                "consent granted: token {} valid until {} (renewed under grant {})",
+                token.payload.token_id, token.payload.expires_at, resp["grant_id"]
+            );
+            println!("revoke any time with `askee-agent revoke`");
+            state.grant_id = resp["grant_id"].as_str().map(str::to_owned);
+            state.revocation_certificate = Some(serde_json::from_value(
+                resp["revocation_certificate"].clone(),
+            )?);
+            state.token = Some(token);
+            home.save(&state)?;
+        }
+        Command::Status => {
+            let state = home.state()?;
+            let Some(token) = &state.token else {
+                println!("no consent granted");
+                return Ok(());
+            };
+            let client = coordinator(&home, &state)?;
+            let status: Value = client
+                .get(&format!("/revoke/{}", token.payload.token_id))
+                .await?;
+            println!(
+                "token {}: {}",
+                token.payload.token_id,
+                status["status"].as_str().unwrap_or("unknown")
+            );
+            println!("limits: {}", words::limits(&token.payload.permissions));
+            println!("expires at {} (unix time)", token.payload.expires_at);
+            println!("nothing is running: the work loop arrives with the coordinator");
+        }
+        Command::Revoke { reason } => {
+            let state = home.state()?;
+            let token = state.token.as_ref().context("no consent to revoke")?;
+            let client = coordinator(&home, &state)?;
+            let status: Value = client
+                .signed_post(
+                    &format!("/v1/tokens/{}/revoke", token.payload.token_id),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            println!(
+                "consent revoked: token {} is {}",
+                token.payload.token_id,
+                status["status"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

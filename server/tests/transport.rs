@@ -18,9 +18,10 @@ async fn serves_https_with_the_given_certificate() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
 
-    let store = askee_server::store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
-        .await
-        .unwrap();
+    let store =
+        askee_server::store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
+            .await
+            .unwrap();
     let port = askee_testkit::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = Config::new(dir.path().join("data"), format!("https://localhost:{port}"));
@@ -44,7 +45,9 @@ async fn serves_https_with_the_given_certificate() {
         .build()
         .unwrap();
     let resp = client
-        .get(format!("https://localhost:{port}/.well-known/askee-coordinator"))
+        .get(format!(
+            "https://localhost:{port}/.well-known/askee-coordinator"
+        ))
         .send()
         .await
         .unwrap();
@@ -52,17 +55,27 @@ async fn serves_https_with_the_given_certificate() {
     let info: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(info["api_base"], format!("https://localhost:{port}/v1"));
     // A client that does not trust the certificate is refused by TLS itself.
-    let untrusting = reqwest::Client::builder().resolve("localhost", addr).build().unwrap();
-    assert!(untrusting.get(format!("https://localhost:{port}/healthz")).send().await.is_err());
+    let untrusting = reqwest::Client::builder()
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    assert!(
+        untrusting
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
     server.abort();
 }
 
 #[tokio::test]
 async fn a_client_past_its_burst_gets_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let store = askee_server::store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
-        .await
-        .unwrap();
+    let store =
+        askee_server::store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
+            .await
+            .unwrap();
     let mut config = Config::new(dir.path().join("data"), "http://askee.test".into());
     config.rate_per_second = 0.5;
     config.rate_burst = 3.0;
@@ -70,11 +83,17 @@ async fn a_client_past_its_burst_gets_429_with_retry_after() {
     let app = askee_server::app(state);
     let get = || Request::get("/healthz").body(Body::empty()).unwrap();
     for _ in 0..3 {
-        assert_eq!(app.clone().oneshot(get()).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            app.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
     let refused = app.clone().oneshot(get()).await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(refused.headers()["retry-after"], "2");
     let body: serde_json::Value =
         serde_json::from_slice(&refused.into_body().collect().await.unwrap().to_bytes()).unwrap();

@@ -94,3 +94,19 @@ pub fn server_command(database_url: &str, data_dir: &Path, args: &[&str]) -> (bo
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Runs `askee-agent` with `home` as its home; returns (success, stdout, stderr).
+pub fn agent_command(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("askee-agent"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run askee-agent");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,198 @@
+//! The coordinator client: every volunteer action is a request signed with
+//! the node key. Plain HTTP is refused except to loopback, so consent and
+//! tokens never cross a network in clear.
+
+use std::net::IpAddr;
+
+use askee_core::b64;
+use askee_core::signing::signed_headers;
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("coordinator url {url:?} is not http(s)")]
+    Scheme { url: String },
+    #[error("refusing plain http to {host}: only loopback may be reached without tls")]
+    PlainHttp { host: String },
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("coordinator refused {url} ({status}): {detail}")]
+    Refused {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("coordinator answer from {url} is malformed: {detail}")]
+    Answer { url: String, detail: String },
+}
+
+/// Checks the coordinator URL: https anywhere, http only to loopback.
+pub fn check_url(url: &str) -> Result<String, ClientError> {
+    let url = url.trim_end_matches('/').to_owned();
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        let _ = rest;
+        return Ok(url);
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else {
+        return Err(ClientError::Scheme { url });
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(url)
+    } else {
+        Err(ClientError::PlainHttp {
+            host: host.to_owned(),
+        })
+    }
+}
+
+pub struct Coordinator {
+    base: String,
+    http: reqwest::Client,
+    key: SigningKey,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Coordinator {
+    pub fn new(base: &str, key: SigningKey) -> Result<Self, ClientError> {
+        Ok(Self {
+            base: check_url(base)?,
+            http: reqwest::Client::new(),
+            key,
+        })
+    }
+
+    pub fn node_id(&self) -> String {
+        b64::encode(self.key.verifying_key().as_bytes())
+    }
+
+    async fn finish<T: DeserializeOwned>(
+        url: &str,
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_owned(),
+                source,
+            })?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["detail"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Refused {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Answer {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// POST with a node signature over method, path, time, nonce and body.
+    pub async fn signed_post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body).expect("request serialises");
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let mut req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(bytes.clone());
+        for (k, v) in signed_headers(&self.key, "POST", path, &bytes, now(), &nonce) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        Self::finish(&url, resp).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        Self::finish(&url, resp).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        Self::finish(&url, resp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_url("https://coordinator.example/").is_ok());
+        assert!(check_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_url("http://localhost:8080/").is_ok());
+        assert!(check_url("http://[::1]:8080").is_ok());
+        assert!(matches!(
+            check_url("http://coordinator.example"),
+            Err(ClientError::PlainHttp { .. })
+        ));
+        assert!(matches!(
+            check_url("http://10.0.0.1:8080"),
+            Err(ClientError::PlainHttp { .. })
+        ));
+        assert!(matches!(
+            check_url("ftp://x"),
+            Err(ClientError::Scheme { .. })
+        ));
+    }
+}

@@ -1,0 +1,7 @@
+//! The askee node agent's library: the volunteer's identity and local state,
+//! the signed client for the coordinator, and the plain-words rendering of
+//! a capability manifest.
+
+pub mod client;
+pub mod home;
+pub mod words;
