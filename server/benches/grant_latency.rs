@@ -7,7 +7,6 @@
 //! Environment: ASKEE_BENCH_CLIENTS (default 16), ASKEE_BENCH_GRANTS (default 2000).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use askee_core::signing::{self, signed_headers};

@@ -28,8 +28,12 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
+/// A failed request; boxed so that `Result<_, ApiError>` stays small.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<ApiErrorBody>);
+
+#[derive(Debug)]
+pub struct ApiErrorBody {
     pub status: StatusCode,
     pub slug: &'static str,
     pub title: &'static str,
@@ -39,6 +43,20 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorBody;
+
+    fn deref(&self) -> &ApiErrorBody {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorBody {
+        &mut self.0
+    }
+}
+
 impl ApiError {
     pub fn new(
         status: StatusCode,
@@ -46,7 +64,7 @@ impl ApiError {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(ApiErrorBody {
             status,
             slug,
             title,
@@ -54,7 +72,7 @@ impl ApiError {
             reason: None,
             errors: Vec::new(),
             retry_after: None,
-        }
+        }))
     }
 
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
@@ -69,15 +87,14 @@ impl ApiError {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        Self {
-            errors,
-            ..Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-field",
-                "a field is invalid",
-                detail,
-            )
-        }
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "a field is invalid",
+            detail,
+        );
+        e.errors = errors;
+        e
     }
 
     pub fn field(field: &str, problem: impl Into<String>) -> Self {
