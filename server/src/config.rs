@@ -42,32 +42,27 @@ pub struct Config {
     pub checkpoint_interval: Duration,
 }
 
-/// The seed's task allowlist.
+/// The seed's task allowlist (`askee_core::rules::default_task_types`),
+/// with the plain-words descriptions volunteers read.
 pub fn default_task_types() -> Vec<TaskTypeInfo> {
-    vec![
-        TaskTypeInfo {
-            name: "ml-training".into(),
-            description: "training small machine-learning models on data the operator supplies"
-                .into(),
-            max_duration_hours: 24,
-            min_reputation: 0.7,
-            resource_profile: "compute_intensive".into(),
-        },
-        TaskTypeInfo {
-            name: "data-processing".into(),
-            description: "transforming or summarising data sets the operator supplies".into(),
-            max_duration_hours: 8,
-            min_reputation: 0.5,
-            resource_profile: "memory_intensive".into(),
-        },
-        TaskTypeInfo {
-            name: "scientific-compute".into(),
-            description: "numerical simulations and estimates".into(),
-            max_duration_hours: 48,
-            min_reputation: 0.9,
-            resource_profile: "cpu_intensive".into(),
-        },
-    ]
+    askee_core::rules::default_task_types()
+        .into_iter()
+        .map(|p| TaskTypeInfo {
+            description: match p.name.as_str() {
+                "ml-training" => {
+                    "training small machine-learning models on data the operator supplies"
+                }
+                "data-processing" => "transforming or summarising data sets the operator supplies",
+                "scientific-compute" => "numerical simulations and estimates",
+                _ => "computations the operator defines",
+            }
+            .into(),
+            max_duration_hours: p.max_duration_hours,
+            min_reputation: f64::from(p.min_reputation.micros()) / 1e6,
+            resource_profile: p.resource_profile.as_str().into(),
+            name: p.name,
+        })
+        .collect()
 }
 
 impl Config {
