@@ -163,7 +163,12 @@ fn load_all(dir: &Path) -> Result<Vec<LoadedKey>, KeyError> {
 }
 
 fn write_key(dir: &Path, key: &LoadedKey) -> Result<(), KeyError> {
-    std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    // Only the server's user may list or read the signing keys.
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| KeyError::Write {
         path: dir.to_owned(),
         source,
     })?;
