@@ -68,6 +68,7 @@ mod filters {
             libc::SYS_preadv,
             libc::SYS_pwritev,
             libc::SYS_openat,
+            libc::SYS_openat2,
             libc::SYS_close,
             libc::SYS_fstat,
             libc::SYS_newfstatat,
@@ -137,6 +138,7 @@ mod filters {
         #[cfg(target_arch = "x86_64")]
         v.extend([
             libc::SYS_epoll_wait,
+            libc::SYS_pause,
             libc::SYS_poll,
             libc::SYS_arch_prctl,
             libc::SYS_access,

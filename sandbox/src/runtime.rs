@@ -93,6 +93,11 @@ pub fn deterministic_config() -> Config {
 pub struct TaskState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
+    stdout: MemoryOutputPipe,
+    stdout_cap: usize,
+    ticks_left: u64,
+    stopped: Option<KillReason>,
+    stdout_full: bool,
 }
 
 struct MemoryLimiter {
@@ -352,7 +357,13 @@ impl WasmEngine {
             b.preopened_dir(d, "/output", FsPerms::ReadWrite)
                 .map_err(|e| RuntimeError::Wasi(format!("preopen {}: {e:#}", d.display())))?;
         }
+        let ticks = (inv.limits.wall_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         let state = TaskState {
+            stdout: stdout.clone(),
+            stdout_cap: inv.limits.stdout_bytes.min(usize::MAX as u64) as usize,
+            ticks_left: ticks,
+            stopped: None,
+            stdout_full: false,
             wasi: b.build_p1(),
             limiter: MemoryLimiter {
                 max_bytes: inv.limits.memory_bytes.min(usize::MAX as u64) as usize,
@@ -364,9 +375,22 @@ impl WasmEngine {
         store
             .set_fuel(inv.limits.fuel)
             .map_err(|e| RuntimeError::Wasi(format!("setting fuel: {e:#}")))?;
-        let ticks = (inv.limits.wall_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The watchdog runs every tick: it stops a guest whose stdout is full (a guest
+        // may ignore the write errors and spin) and one past its wall-clock limit.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.stdout.contents().len() >= s.stdout_cap {
+                s.stdout_full = true;
+                return Err(wasmtime::format_err!("stdout limit reached"));
+            }
+            if s.ticks_left == 0 {
+                s.stopped = Some(KillReason::WallTime);
+                return Err(wasmtime::format_err!("wall-clock limit reached"));
+            }
+            s.ticks_left -= 1;
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -386,8 +410,12 @@ impl WasmEngine {
             .and_then(|f| f.call(&mut store, ()));
         let fuel_left = store.get_fuel().unwrap_or(0);
         let refused_memory = store.data().limiter.refused;
+        let stdout_full = store.data().stdout_full;
+        let stopped = store.data().stopped;
         let mut end = match result {
             Ok(()) => WasmEnd::Exited(0),
+            Err(_) if stdout_full => WasmEnd::OutputTruncated,
+            Err(_) if stopped.is_some() => WasmEnd::Killed(stopped.unwrap_or(KillReason::WallTime)),
             Err(e) => {
                 if let Some(exit) = e.downcast_ref::<I32Exit>() {
                     WasmEnd::Exited(exit.0)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use askee_sandbox::{KillReason, TaskOutcome, TaskSpec};
+use askee_sandbox::{TaskOutcome, TaskSpec};
 use common::{limits, sandbox, wat};
 
 fn hello() -> Vec<u8> {

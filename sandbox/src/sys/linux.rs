@@ -507,7 +507,10 @@ impl Running {
             match r {
                 WorkerReport::Confined(c) => confinement = c,
                 WorkerReport::Wasm(w) => wasm = Some(w),
-                WorkerReport::TaskExit { code, signal } => exit = Some((code, signal)),
+                WorkerReport::TaskExit { code, signal } => {
+                    // The first report is the task's own (from the sandbox's init).
+                    exit.get_or_insert((code, signal));
+                }
                 WorkerReport::SetupFailed { stage, message } => {
                     return Err(SandboxError::SetupFailed { stage, message });
                 }
@@ -703,6 +706,30 @@ pub fn worker_main() -> i32 {
     0
 }
 
+/// As the namespace's init: reap every child until `task` exits, report its status.
+fn reap_until(task: i32, rep: &mut File) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for any child with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if errno().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return 0;
+        }
+        if r == task {
+            let (code, signal) = if libc::WIFSIGNALED(status) {
+                (None, Some(libc::WTERMSIG(status)))
+            } else {
+                (Some(libc::WEXITSTATUS(status)), None)
+            };
+            report(rep, &WorkerReport::TaskExit { code, signal });
+            return 0;
+        }
+    }
+}
+
 fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<(), String> {
     let s = src.map(cstr);
     let t = cstr(target);
@@ -873,8 +900,20 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
 
     match &req.mode {
         WorkerMode::Native { .. } => {
-            applied.seccomp = apply_seccomp(SECCOMP_NATIVE).map_err(st("seccomp"))?;
-            report(rep, &WorkerReport::Confined(applied));
+            applied.seccomp = !SECCOMP_NATIVE.is_empty();
+            // The task must not be PID 1: the kernel drops default-action signals
+            // (SIGXCPU, SIGXFSZ) sent to a namespace's init. This process stays init,
+            // reaps, and reports the task's status.
+            // SAFETY: fork in this single-threaded process.
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                return Err(("fork task".into(), errno().to_string()));
+            }
+            if child > 0 {
+                report(rep, &WorkerReport::Confined(applied));
+                return Ok(reap_until(child, rep));
+            }
+            apply_seccomp(SECCOMP_NATIVE).map_err(st("seccomp"))?;
             let prog = c"/prog";
             let mut argv: Vec<CString> = vec![CString::from(c"task")];
             argv.extend(req.args.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()));
