@@ -42,8 +42,8 @@ mod filters {
     use std::collections::BTreeMap;
 
     use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-        SeccompFilter, SeccompRule, TargetArch,
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
     };
 
     /// Namespace-creating clone flags: never allowed.
@@ -164,7 +164,10 @@ mod filters {
             // Second filter: clone3's flags sit in a struct the filter cannot read, so
             // it answers ENOSYS and libc falls back to clone, whose flags are checked.
             rules.insert(libc::SYS_clone3, vec![]);
-            (SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
+            (
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+            )
         } else {
             for nr in common() {
                 rules.insert(nr, vec![]);
@@ -177,13 +180,10 @@ mod filters {
                 [libc::FIONBIO, libc::FIOCLEX, libc::TCGETS]
                     .into_iter()
                     .map(|c| {
-                        SeccompRule::new(vec![SeccompCondition::new(
-                            1,
-                            SeccompCmpArgLen::Dword,
-                            SeccompCmpOp::Eq,
-                            c as u64,
-                        )
-                        .expect("valid condition")])
+                        SeccompRule::new(vec![
+                            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, c)
+                                .expect("valid condition"),
+                        ])
                         .expect("valid rule")
                     })
                     .collect(),

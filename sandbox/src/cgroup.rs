@@ -111,7 +111,10 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Join a cgroup path from `/proc/self/cgroup` below a mount whose root is `root`.
@@ -299,9 +302,10 @@ impl TaskCgroup {
     pub fn create(layout: &CgroupLayout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
         match layout.enforcing_version() {
             Some(2) => {
-                let parent = layout.v2_dir.clone().ok_or(CgroupError::NoHierarchy {
-                    mode: layout.mode,
-                })?;
+                let parent = layout
+                    .v2_dir
+                    .clone()
+                    .ok_or(CgroupError::NoHierarchy { mode: layout.mode })?;
                 Self::create_v2(&parent, name, limits)
             }
             Some(_) => Self::create_v1(&layout.v1_dirs, name, limits),
@@ -386,7 +390,10 @@ impl TaskCgroup {
             write_if_present(d.join("cpu.idle"), "1")?;
         }
         if let Some(d) = dirs.get("memory") {
-            write(d.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+            write(
+                d.join("memory.limit_in_bytes"),
+                &limits.memory_bytes.to_string(),
+            )?;
             // v1 has no memory.high; the soft limit is its reclaim-first counterpart.
             write_if_present(
                 d.join("memory.soft_limit_in_bytes"),
@@ -512,10 +519,8 @@ impl TaskCgroup {
                 }
             }
             TaskCgroup::V1 { dirs } => {
-                let f = |c: &str, n: &str| {
-                    dirs.get(c)
-                        .and_then(|d| fs::read_to_string(d.join(n)).ok())
-                };
+                let f =
+                    |c: &str, n: &str| dirs.get(c).and_then(|d| fs::read_to_string(d.join(n)).ok());
                 u.cpu_time = f("cpuacct", "cpuacct.usage")
                     .and_then(|s| s.trim().parse().ok())
                     .map(Duration::from_nanos);
@@ -604,8 +609,14 @@ mod tests {
             l.v1_dirs.get("memory").unwrap(),
             Path::new("/sys/fs/cgroup/memory/process_api/abc")
         );
-        assert_eq!(l.v1_dirs.get("pids").unwrap(), Path::new("/sys/fs/cgroup/pids"));
-        assert_eq!(l.v2_dir.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            l.v1_dirs.get("pids").unwrap(),
+            Path::new("/sys/fs/cgroup/pids")
+        );
+        assert_eq!(
+            l.v2_dir.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         assert_eq!(l.enforcing_version(), Some(1));
     }
 

@@ -5,7 +5,6 @@
 //! [`TaskOutcome`]. A [`TaskControl`] freezes, thaws or terminates it. [`probe`] and
 //! [`capability_report`] tell what the host enforces.
 
-#[cfg(target_os = "linux")]
 pub mod cgroup;
 pub mod digest;
 pub mod probe;
@@ -20,6 +19,8 @@ use std::sync::Arc;
 
 pub use probe::{CapabilityLine, HostCapabilities, capability_report, probe};
 pub use proto::AppliedConfinement;
+/// Free bytes of the file system holding a path, where the OS layer measures it.
+pub use sys::available_bytes;
 pub use types::{KillReason, Limits, OutputFile, Program, TaskOutcome, TaskSpec, Usage};
 
 /// Errors of the sandbox.
@@ -36,7 +37,6 @@ pub enum SandboxError {
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
     /// A cgroup operation failed.
-    #[cfg(target_os = "linux")]
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     /// The worker process could not be started.
@@ -157,9 +157,12 @@ impl Sandbox {
     fn prepare_wasm(&self, bytes: &[u8]) -> Result<proto::WorkerMode, SandboxError> {
         let compiled = self.engine.compile(bytes)?;
         let hash = compiled.hash();
-        let artifact = self.engine.artifact_path(&hash).ok_or(SandboxError::Unsupported {
-            what: "module cache directory".into(),
-        })?;
+        let artifact = self
+            .engine
+            .artifact_path(&hash)
+            .ok_or(SandboxError::Unsupported {
+                what: "module cache directory".into(),
+            })?;
         Ok(proto::WorkerMode::Wasm {
             artifact,
             module_hash: hash,

@@ -15,10 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstancePre, Linker, Module, OptLevel, ResourceLimiter, Store, Trap,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-use wasmtime_wasi::{Deterministic, FsPerms, HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{
+    Deterministic, FsPerms, HostMonotonicClock, HostWallClock, I32Exit, WasiCtxBuilder,
+};
 
 use crate::digest::sha256;
 use crate::types::{KillReason, Limits, OutputFile, WasmEnd, WasmRun};
@@ -202,8 +206,8 @@ impl WasmEngine {
     /// Create the engine, its WASI linker and the epoch ticker thread. `cache_dir`, when
     /// given, stores precompiled artifacts keyed by module hash and engine compatibility.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
-        let engine =
-            Engine::new(&deterministic_config()).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&deterministic_config())
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
@@ -330,8 +334,15 @@ impl WasmEngine {
         &self,
         module: &CompiledModule,
         inv: &Invocation,
-    ) -> Result<(Store<TaskState>, wasmtime::Instance, MemoryOutputPipe, MemoryOutputPipe), RuntimeError>
-    {
+    ) -> Result<
+        (
+            Store<TaskState>,
+            wasmtime::Instance,
+            MemoryOutputPipe,
+            MemoryOutputPipe,
+        ),
+        RuntimeError,
+    > {
         let stdout = MemoryOutputPipe::new(inv.limits.stdout_bytes.min(usize::MAX as u64) as usize);
         let stderr = MemoryOutputPipe::new(64 << 10);
         let mut b = WasiCtxBuilder::new();
@@ -391,13 +402,14 @@ impl WasmEngine {
             s.ticks_left -= 1;
             Ok(wasmtime::UpdateDeadline::Continue(1))
         });
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| RuntimeError::Instantiate {
-                hash: hex::encode(module.hash),
-                message: format!("{e:#}"),
-            })?;
+        let instance =
+            module
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| RuntimeError::Instantiate {
+                    hash: hex::encode(module.hash),
+                    message: format!("{e:#}"),
+                })?;
         Ok((store, instance, stdout, stderr))
     }
 

@@ -249,4 +249,3 @@ pub struct WasmRun {
     /// Fuel consumed.
     pub fuel_consumed: u64,
 }
-

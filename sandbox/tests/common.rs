@@ -30,7 +30,9 @@ pub fn limits() -> Limits {
 
 /// Compile a C source from tests/native/ statically with gcc into `dir`.
 pub fn gcc(dir: &Path, name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native").join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/native")
+        .join(format!("{name}.c"));
     let out = dir.join(name);
     let st = Command::new("gcc")
         .args(["-static", "-O1", "-o"])

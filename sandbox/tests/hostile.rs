@@ -20,7 +20,11 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path());
     let prog = gcc(dir.path(), "hostile");
-    Env { _dir: dir, sb, prog }
+    Env {
+        _dir: dir,
+        sb,
+        prog,
+    }
 }
 
 fn native(e: &Env, args: &[&str]) -> TaskSpec {
@@ -38,13 +42,19 @@ fn run(e: &Env, spec: &TaskSpec) -> TaskOutcome {
 
 /// The host can still fork and run a process.
 fn host_is_fine() {
-    let st = std::process::Command::new("true").status().expect("host can spawn");
+    let st = std::process::Command::new("true")
+        .status()
+        .expect("host can spawn");
     assert!(st.success());
 }
 
 fn failed_with(out: &TaskOutcome, needle: &str) {
     match out {
-        TaskOutcome::Completed { exit_code: 3, stdout, .. } => {
+        TaskOutcome::Completed {
+            exit_code: 3,
+            stdout,
+            ..
+        } => {
             let s = String::from_utf8_lossy(stdout);
             assert!(s.contains(needle), "stdout {s:?} lacks {needle:?}");
         }
@@ -53,14 +63,20 @@ fn failed_with(out: &TaskOutcome, needle: &str) {
 }
 
 fn denied(out: &TaskOutcome) {
-    assert!(matches!(out, TaskOutcome::Denied { .. }), "expected Denied, got {out:?}");
+    assert!(
+        matches!(out, TaskOutcome::Denied { .. }),
+        "expected Denied, got {out:?}"
+    );
 }
 
 #[test]
 fn trivial_native_program_completes() {
     let e = env();
     let out = run(&e, &native(&e, &["true"]));
-    assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, ref stdout, .. } if stdout == b"ok\n"), "{out:?}");
+    assert!(
+        matches!(out, TaskOutcome::Completed { exit_code: 0, ref stdout, .. } if stdout == b"ok\n"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -71,7 +87,10 @@ fn fork_bomb_hits_the_pids_limit() {
     spec.limits.cpu_time = Duration::from_secs(1);
     let out = run(&e, &spec);
     assert!(
-        matches!(out.kill_reason(), Some(KillReason::WallTime | KillReason::CpuTime)),
+        matches!(
+            out.kill_reason(),
+            Some(KillReason::WallTime | KillReason::CpuTime)
+        ),
         "{out:?}"
     );
     if askee_sandbox::probe().cgroup_enforcing_version.is_some() {
@@ -110,12 +129,18 @@ fn sleeping_is_killed_for_wall_time() {
 #[test]
 fn shadow_and_home_are_invisible() {
     let e = env();
-    failed_with(&run(&e, &native(&e, &["read", "/etc/shadow"])), "No such file");
+    failed_with(
+        &run(&e, &native(&e, &["read", "/etc/shadow"])),
+        "No such file",
+    );
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let secret_dir = tempfile::tempdir_in(&home).unwrap();
     let secret = secret_dir.path().join("secret");
     std::fs::write(&secret, "top secret").unwrap();
-    failed_with(&run(&e, &native(&e, &["read", secret.to_str().unwrap()])), "No such file");
+    failed_with(
+        &run(&e, &native(&e, &["read", secret.to_str().unwrap()])),
+        "No such file",
+    );
 }
 
 #[test]
@@ -126,9 +151,15 @@ fn writes_outside_scratch_fail_and_leave_the_host_alone() {
     let mut spec = native(&e, &["write", "/input/data"]);
     spec.input_dir = Some(input.path().to_path_buf());
     failed_with(&run(&e, &spec), "Read-only file system");
-    assert_eq!(std::fs::read_to_string(input.path().join("data")).unwrap(), "original");
+    assert_eq!(
+        std::fs::read_to_string(input.path().join("data")).unwrap(),
+        "original"
+    );
     failed_with(&run(&e, &native(&e, &["write", "/etc/passwd"])), "");
-    failed_with(&run(&e, &native(&e, &["write", "/newfile"])), "Read-only file system");
+    failed_with(
+        &run(&e, &native(&e, &["write", "/newfile"])),
+        "Read-only file system",
+    );
 }
 
 #[test]
@@ -158,7 +189,14 @@ fn loopback_service_is_unreachable() {
 #[test]
 fn privileged_operations_are_denied() {
     let e = env();
-    for attack in ["ptrace", "mount", "unshare", "setuid", "kill-parent", "chmod-suid"] {
+    for attack in [
+        "ptrace",
+        "mount",
+        "unshare",
+        "setuid",
+        "kill-parent",
+        "chmod-suid",
+    ] {
         let out = run(&e, &native(&e, &[attack]));
         denied(&out);
     }
@@ -266,7 +304,10 @@ fn wasm_stdout_flood_is_truncated() {
         r#"(data (i32.const 0) "\10\00\00\00\00\10\00\00")"#,
     );
     let out = run(&e, &wasm(&e, m));
-    assert!(matches!(out, TaskOutcome::OutputTruncated { .. }), "{out:?}");
+    assert!(
+        matches!(out, TaskOutcome::OutputTruncated { .. }),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -20,12 +20,22 @@ fn hello_completes_confined_with_stable_digest() {
     let mut spec = TaskSpec::wasm(hello());
     spec.limits = limits();
     let (out, conf) = sb.spawn(&spec).unwrap().wait().unwrap();
-    let TaskOutcome::Completed { exit_code, stdout, digest, usage, .. } = out else {
+    let TaskOutcome::Completed {
+        exit_code,
+        stdout,
+        digest,
+        usage,
+        ..
+    } = out
+    else {
         panic!("unexpected outcome {out:?}");
     };
     assert_eq!(exit_code, 0);
     assert_eq!(stdout, b"hello\n");
-    assert_eq!(digest, askee_sandbox::digest::result_digest(0, b"hello\n", &[]));
+    assert_eq!(
+        digest,
+        askee_sandbox::digest::result_digest(0, b"hello\n", &[])
+    );
     assert!(usage.fuel_consumed.unwrap() > 0);
     let caps = askee_sandbox::probe();
     assert_eq!(conf.seccomp, caps.seccomp && caps.seccomp_filters_built);

@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::SandboxError;
 use crate::cgroup::{CgroupLayout, TaskCgroup};
 use crate::probe::HostCapabilities;
 use crate::proto::{AppliedConfinement, WorkerMode, WorkerReport, WorkerRequest};
 use crate::types::{KillReason, TaskOutcome, Usage, WasmEnd};
-use crate::SandboxError;
 
 /// Name of the AppArmor profile shipped in `deploy/apparmor/`.
 pub const APPARMOR_PROFILE: &str = "askee-task";
@@ -442,17 +442,24 @@ impl Running {
         let mut wall_killed = false;
         if let Some(fd) = &pidfd {
             loop {
-                let frozen = Duration::from_millis(self.control.frozen_total_ms.load(Ordering::Relaxed))
-                    + self
-                        .control
-                        .frozen_since
-                        .lock()
-                        .map(|f| f.map(|t| t.elapsed()).unwrap_or_default())
-                        .unwrap_or_default();
+                let frozen =
+                    Duration::from_millis(self.control.frozen_total_ms.load(Ordering::Relaxed))
+                        + self
+                            .control
+                            .frozen_since
+                            .lock()
+                            .map(|f| f.map(|t| t.elapsed()).unwrap_or_default())
+                            .unwrap_or_default();
                 let deadline = self.started + self.wall + frozen;
                 let now = Instant::now();
                 if now >= deadline {
-                    if self.control.frozen_since.lock().map(|f| f.is_some()).unwrap_or(false) {
+                    if self
+                        .control
+                        .frozen_since
+                        .lock()
+                        .map(|f| f.is_some())
+                        .unwrap_or(false)
+                    {
                         // Frozen time does not count; wait for the thaw.
                         if wait_exit(fd, Duration::from_millis(50)) {
                             break;
@@ -479,7 +486,12 @@ impl Running {
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
         let reports = self.reports.join().unwrap_or_default();
-        let cg_usage = self.control.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+        let cg_usage = self
+            .control
+            .cgroup
+            .as_ref()
+            .map(|c| c.usage())
+            .unwrap_or_default();
         if let Some(c) = &self.control.cgroup
             && let Err(e) = c.remove()
         {
@@ -501,9 +513,10 @@ impl Running {
         let mut wasm = None;
         let mut exit = None;
         for line in reports.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let r: WorkerReport = serde_json::from_slice(line).map_err(|e| SandboxError::Protocol {
-                message: format!("bad report line: {e}"),
-            })?;
+            let r: WorkerReport =
+                serde_json::from_slice(line).map_err(|e| SandboxError::Protocol {
+                    message: format!("bad report line: {e}"),
+                })?;
             match r {
                 WorkerReport::Confined(c) => confinement = c,
                 WorkerReport::Wasm(w) => wasm = Some(w),
@@ -577,7 +590,9 @@ fn classify_signal(sig: i32, usage: Usage, cpu_limit: Duration) -> TaskOutcome {
         libc::SIGXCPU => Some(KillReason::CpuTime),
         libc::SIGXFSZ => Some(KillReason::Storage),
         libc::SIGKILL if usage.oom_kills > 0 => Some(KillReason::Memory),
-        libc::SIGKILL if usage.cpu_time.is_some_and(|t| t >= cpu_limit) => Some(KillReason::CpuTime),
+        libc::SIGKILL if usage.cpu_time.is_some_and(|t| t >= cpu_limit) => {
+            Some(KillReason::CpuTime)
+        }
         _ => None,
     };
     match reason {
@@ -660,7 +675,11 @@ pub fn worker_main() -> i32 {
         flags |= libc::CLONE_NEWUSER;
         namespaces.insert(0, "user".into());
     } else if uid != 0 {
-        fail(&mut rep, "unshare", "user namespaces unavailable and not root");
+        fail(
+            &mut rep,
+            "unshare",
+            "user namespaces unavailable and not root",
+        );
     }
     // SAFETY: unshare on this single-threaded process.
     if unsafe { libc::unshare(flags) } != 0 {
@@ -730,7 +749,13 @@ fn reap_until(task: i32, rep: &mut File) -> i32 {
     }
 }
 
-fn mount(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> Result<(), String> {
+fn mount(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), String> {
     let s = src.map(cstr);
     let t = cstr(target);
     let f = fstype.map(|x| CString::new(x).unwrap_or_default());
@@ -782,7 +807,13 @@ fn bind_ro(src: &Path, dst: &Path, extra: libc::c_ulong) -> Result<(), String> {
         None,
         dst,
         None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | keep | extra,
+        libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | keep
+            | extra,
         None,
     )
 }
@@ -797,7 +828,14 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
     // SAFETY: plain prctl on this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let root = &req.root_dir;
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(st("private mounts"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(st("private mounts"))?;
     mount(
         Some(Path::new("tmpfs")),
         root,
@@ -848,7 +886,11 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
             "pivot_root",
         )
         .map_err(st("pivot_root"))?;
-        check(libc::umount2(dot.as_ptr(), libc::MNT_DETACH), "umount old root").map_err(st("pivot_root"))?;
+        check(
+            libc::umount2(dot.as_ptr(), libc::MNT_DETACH),
+            "umount old root",
+        )
+        .map_err(st("pivot_root"))?;
     }
     std::env::set_current_dir("/").map_err(st("chdir /"))?;
     mount(
@@ -879,17 +921,15 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
         ..Default::default()
     };
     let abi = landlock_abi();
-    let status = apply_landlock(matches!(req.mode, WorkerMode::Native { .. })).map_err(st("landlock"))?;
+    let status =
+        apply_landlock(matches!(req.mode, WorkerMode::Native { .. })).map_err(st("landlock"))?;
     applied.landlock_status = status.clone();
     if status != "not enforced" {
         applied.landlock_abi = abi;
     }
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) on this process.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        "no_new_privs",
-    )
-    .map_err(st("no_new_privs"))?;
+    let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(nnp, "no_new_privs").map_err(st("no_new_privs"))?;
     applied.no_new_privs = true;
     drop_capabilities().map_err(st("drop capabilities"))?;
     if let (Some(profile), Some(mut f)) = (&req.apparmor_profile, apparmor_fd) {
@@ -916,7 +956,11 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
             apply_seccomp(SECCOMP_NATIVE).map_err(st("seccomp"))?;
             let prog = c"/prog";
             let mut argv: Vec<CString> = vec![CString::from(c"task")];
-            argv.extend(req.args.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()));
+            argv.extend(
+                req.args
+                    .iter()
+                    .map(|a| CString::new(a.as_str()).unwrap_or_default()),
+            );
             let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
             ptrs.push(std::ptr::null());
             let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -940,8 +984,12 @@ fn run_wasm(
     use crate::runtime::{Invocation, WasmEngine};
     let engine = WasmEngine::new(None).map_err(st("wasm engine"))?;
     let bytes = artifact.unwrap_or_default();
-    let module = engine.load_artifact_bytes(&bytes).map_err(st("load module"))?;
-    let compiled = engine.prelink(hash, &module).map_err(st("prelink module"))?;
+    let module = engine
+        .load_artifact_bytes(&bytes)
+        .map_err(st("load module"))?;
+    let compiled = engine
+        .prelink(hash, &module)
+        .map_err(st("prelink module"))?;
     applied.seccomp = apply_seccomp(SECCOMP_WASM).map_err(st("seccomp"))?;
     report(rep, &WorkerReport::Confined(applied));
     let inv = Invocation {
@@ -980,7 +1028,12 @@ fn set_rlimits(l: &crate::types::Limits) -> Result<(), String> {
     };
     // SIGXCPU at the limit, SIGKILL one second later.
     set(libc::RLIMIT_CPU, cpu, cpu + 1, "RLIMIT_CPU")?;
-    set(libc::RLIMIT_FSIZE, l.storage_bytes, l.storage_bytes, "RLIMIT_FSIZE")?;
+    set(
+        libc::RLIMIT_FSIZE,
+        l.storage_bytes,
+        l.storage_bytes,
+        "RLIMIT_FSIZE",
+    )?;
     set(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")?;
     set(libc::RLIMIT_NOFILE, 256, 256, "RLIMIT_NOFILE")?;
     set(libc::RLIMIT_MEMLOCK, 0, 0, "RLIMIT_MEMLOCK")?;
@@ -1010,7 +1063,10 @@ fn apply_landlock(native: bool) -> Result<String, String> {
         .map_err(e)?;
     if native {
         created = created
-            .add_rules(path_beneath_rules(["/prog"], AccessFs::from_file(abi) & AccessFs::from_read(abi)))
+            .add_rules(path_beneath_rules(
+                ["/prog"],
+                AccessFs::from_file(abi) & AccessFs::from_read(abi),
+            ))
             .map_err(e)?;
     }
     let status = created.restrict_self().map_err(e)?;
@@ -1041,7 +1097,15 @@ fn drop_capabilities() -> Result<(), String> {
         unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
     }
     // SAFETY: prctl on this process.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     let hdr = CapHeader {
         version: 0x2008_0522,
         pid: 0,
