@@ -90,3 +90,13 @@ pub enum WorkerReport {
         message: String,
     },
 }
+
+/// Parse the report lines a worker wrote (JSON lines; empty lines are skipped). The
+/// inner worker runs the untrusted task, so this input is untrusted.
+pub fn parse_reports(bytes: &[u8]) -> Result<Vec<WorkerReport>, serde_json::Error> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect()
+}

@@ -512,11 +512,10 @@ impl Running {
         let mut confinement = AppliedConfinement::default();
         let mut wasm = None;
         let mut exit = None;
-        for line in reports.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let r: WorkerReport =
-                serde_json::from_slice(line).map_err(|e| SandboxError::Protocol {
-                    message: format!("bad report line: {e}"),
-                })?;
+        let parsed = crate::proto::parse_reports(&reports).map_err(|e| SandboxError::Protocol {
+            message: format!("bad report line: {e}"),
+        })?;
+        for r in parsed {
             match r {
                 WorkerReport::Confined(c) => confinement = c,
                 WorkerReport::Wasm(w) => wasm = Some(w),
