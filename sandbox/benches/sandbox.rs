@@ -1,0 +1,183 @@
+//! Sandbox benchmarks (a bench binary printing p50/p99; see
+//! docs-fragments/sandbox-BENCHMARKS.md). Run: `cargo bench -p askee-sandbox`.
+//! Needs gcc (static glibc), bubblewrap and the wasm32-wasip1 rustup target
+//! (tests/setup.d/sandbox.sh installs them); a missing reference is reported, not faked.
+
+#[path = "kernels/sieve.rs"]
+mod kernel;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use askee_sandbox::runtime::Invocation;
+use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
+
+fn pct(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (p(0.5), p(0.99))
+}
+
+fn show(name: &str, v: Vec<Duration>) {
+    let n = v.len();
+    let (p50, p99) = pct(v);
+    println!("{name:<48} n={n:<4} p50={p50:>10.3?} p99={p99:>10.3?}");
+}
+
+fn worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_askee-worker"))
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sb = Sandbox::new(SandboxConfig {
+        worker: worker(),
+        work_dir: tmp.path().join("work"),
+    })
+    .expect("sandbox");
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        storage_bytes: 4 << 20,
+        wall_time: Duration::from_secs(30),
+        ..Limits::default()
+    };
+    let n = 200;
+
+    // 1. Trivial native task, sandbox start to exit, beside bubblewrap.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/hostile.c");
+    let prog = tmp.path().join("hostile");
+    let built = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&prog)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if built {
+        let mut spec = TaskSpec::native(&prog);
+        spec.args = vec!["true".into()];
+        spec.limits = limits.clone();
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let out = sb.run(&spec).expect("run");
+            v.push(t.elapsed());
+            assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, .. }));
+        }
+        show("sandbox native trivial (ns+cgroup+seccomp+landlock)", v);
+    } else {
+        println!("sandbox native trivial: gcc with static glibc missing, skipped");
+    }
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        match Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind", "/", "/", "/bin/true"])
+            .status()
+        {
+            Ok(s) if s.success() => v.push(t.elapsed()),
+            _ => break,
+        }
+    }
+    if v.len() == n {
+        show("bwrap --unshare-all /bin/true (reference)", v);
+    } else {
+        println!("bwrap reference: bubblewrap missing or failing, skipped");
+    }
+
+    // 2. Trivial wasm task through the whole sandbox.
+    let hello = br#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1) (data (i32.const 0) "\10\00\00\00\03\00\00\00") (data (i32.const 16) "hi\n")
+        (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let mut spec = TaskSpec::wasm(hello.to_vec());
+    spec.limits = limits.clone();
+    sb.run(&spec).expect("warm cache");
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = sb.run(&spec).expect("run");
+        v.push(t.elapsed());
+        assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, .. }));
+    }
+    show("sandbox wasm trivial (cached module)", v);
+
+    // 3. Instantiation of a cached module (in-process).
+    let engine = sb.engine();
+    let compiled = engine.compile(hello).expect("compile");
+    let inv = Invocation {
+        limits: limits.clone(),
+        ..Default::default()
+    };
+    let mut v = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let c = engine.compile(hello).expect("cached");
+        let inst = engine.instantiate(&c, &inv).expect("instantiate");
+        v.push(t.elapsed());
+        drop(inst);
+    }
+    drop(compiled);
+    show("cache lookup + instantiate (in-process)", v);
+
+    // 4. Compute kernel: wasm vs native.
+    let wasm_path = tmp.path().join("sieve.wasm");
+    let ok = Command::new("rustc")
+        .args([
+            "--target",
+            "wasm32-wasip1",
+            "-C",
+            "opt-level=3",
+            "--edition",
+            "2021",
+            "-o",
+        ])
+        .arg(&wasm_path)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kernels/sieve.rs"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        println!("kernel: wasm32-wasip1 target missing, skipped");
+        return;
+    }
+    let bytes = std::fs::read(&wasm_path).expect("wasm");
+    let module = engine.compile(&bytes).expect("compile kernel");
+    let inv = Invocation {
+        limits: Limits {
+            fuel: u64::MAX,
+            wall_time: Duration::from_secs(600),
+            memory_bytes: 256 << 20,
+            ..limits
+        },
+        ..Default::default()
+    };
+    let mut wasm_t = Vec::new();
+    let mut native_t = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut total = 0;
+        for _ in 0..20 {
+            total += kernel::sieve(std::hint::black_box(2_000_000));
+        }
+        native_t.push(t.elapsed());
+        let expect = format!("{total}\n");
+        let t = Instant::now();
+        let run = engine.run(&module, &inv).expect("run kernel");
+        wasm_t.push(t.elapsed());
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            expect,
+            "{:?}",
+            run.end
+        );
+    }
+    let (wn, _) = pct(wasm_t.clone());
+    let (nn, _) = pct(native_t.clone());
+    show("sieve 20x2e6 native", native_t);
+    show("sieve 20x2e6 wasm (fuel+epochs, in-process)", wasm_t);
+    println!(
+        "wasm speed relative to native: {:.2}x",
+        nn.as_secs_f64() / wn.as_secs_f64()
+    );
+}

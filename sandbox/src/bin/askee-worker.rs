@@ -1,0 +1,6 @@
+//! The sandboxed task worker. Spawned by `askee-sandbox` with its request on stdin and
+//! a report pipe on fd 3; not meant to be run by hand.
+
+fn main() {
+    std::process::exit(askee_sandbox::worker_main());
+}

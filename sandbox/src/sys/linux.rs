@@ -1,0 +1,1144 @@
+//! Linux: namespaces, a minimal read-only root, cgroups (v2 or v1), rlimits,
+//! `no_new_privs`, capability drop, Landlock, AppArmor (where enabled), seccomp,
+//! `SCHED_IDLE` and the idle I/O class.
+//!
+//! Process model: the library spawns `askee-worker` (the *outer* worker) with the
+//! request on stdin and a report pipe on fd 3. The outer worker joins the task's
+//! cgroup, lowers its priority, unshares user/pid/net/mnt/uts/ipc/cgroup namespaces and
+//! forks the *inner* worker, which is PID 1 of the new pid namespace. The inner worker
+//! builds the root, confines itself and runs the task (wasm in-process, or `execve` of
+//! a native program). The outer worker waits and reports the exit status.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::SandboxError;
+use crate::cgroup::{CgroupLayout, TaskCgroup};
+use crate::probe::HostCapabilities;
+use crate::proto::{AppliedConfinement, WorkerMode, WorkerReport, WorkerRequest};
+use crate::types::{KillReason, TaskOutcome, Usage, WasmEnd};
+
+/// Name of the AppArmor profile shipped in `deploy/apparmor/`.
+pub const APPARMOR_PROFILE: &str = "askee-task";
+
+/// Extra cgroup memory a wasm worker needs besides the guest's linear memory
+/// (wasmtime's code, the WASI runtime's threads and buffers).
+pub const WASM_RUNTIME_OVERHEAD: u64 = 96 << 20;
+
+static SECCOMP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_wasm.bpf"));
+static SECCOMP_NATIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_native.bpf"));
+static SECCOMP_CLONE3: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_clone3.bpf"));
+
+// ---------------------------------------------------------------------------
+// small helpers
+
+/// Free bytes of the file system holding `path`.
+pub fn available_bytes(path: &Path) -> Option<u64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs buffer.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) == 0 {
+            Some(st.f_bavail as u64 * st.f_frsize as u64)
+        } else {
+            None
+        }
+    }
+}
+
+/// SIGKILL one process (errors such as an already exited process are ignored).
+pub fn kill_process(pid: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn cstr(p: impl AsRef<Path>) -> CString {
+    CString::new(p.as_ref().as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// Highest Landlock ABI the kernel supports, or `None`.
+pub fn landlock_abi() -> Option<i32> {
+    // SAFETY: landlock_create_ruleset with a NULL attribute, size 0 and the VERSION
+    // flag (1) only returns the ABI number; it reads no memory.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    (v > 0).then_some(v as i32)
+}
+
+fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .map(|s| s.trim() == "Y")
+        .unwrap_or(false)
+}
+
+fn apparmor_profile_loaded(name: &str) -> bool {
+    fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+        .map(|s| s.lines().any(|l| l.split_whitespace().next() == Some(name)))
+        .unwrap_or(false)
+}
+
+fn user_namespaces_available() -> bool {
+    let max: u64 = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unpriv_ok = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true)
+        && fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+            .map(|s| s.trim() != "1")
+            .unwrap_or(true);
+    max > 0 && (root || unpriv_ok)
+}
+
+fn seccomp_available() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+        .unwrap_or(false)
+}
+
+/// Probe the host.
+pub fn probe() -> HostCapabilities {
+    let layout = CgroupLayout::detect().ok();
+    HostCapabilities {
+        os: "linux".into(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        cgroup_mode: layout.as_ref().map(|l| l.mode),
+        cgroup_enforcing_version: layout.as_ref().and_then(|l| l.enforcing_version()),
+        cgroup_v1_controllers: layout
+            .as_ref()
+            .map(|l| l.v1_dirs.keys().cloned().collect())
+            .unwrap_or_default(),
+        cgroup_v2_controllers: layout
+            .as_ref()
+            .map(|l| l.v2_controllers.clone())
+            .unwrap_or_default(),
+        user_namespaces: user_namespaces_available(),
+        seccomp: seccomp_available(),
+        seccomp_filters_built: !SECCOMP_WASM.is_empty(),
+        landlock_abi: landlock_abi(),
+        apparmor_enabled: apparmor_enabled(),
+        apparmor_profile_loaded: apparmor_profile_loaded(APPARMOR_PROFILE),
+        // SAFETY: geteuid has no preconditions.
+        running_as_root: unsafe { libc::geteuid() } == 0,
+        job_objects: false,
+        appcontainer: false,
+        sandbox_init: false,
+    }
+}
+
+fn cached_layout() -> Option<&'static CgroupLayout> {
+    static L: OnceLock<Option<CgroupLayout>> = OnceLock::new();
+    L.get_or_init(|| CgroupLayout::detect().ok()).as_ref()
+}
+
+// ---------------------------------------------------------------------------
+// parent side
+
+/// Shared control of a running task.
+#[derive(Debug)]
+pub struct Control {
+    cgroup: Option<TaskCgroup>,
+    worker_pid: i32,
+    terminated: AtomicBool,
+    truncated: AtomicBool,
+    frozen_since: Mutex<Option<Instant>>,
+    frozen_total_ms: AtomicU64,
+}
+
+impl Control {
+    fn kill_all(&self) {
+        if let Some(cg) = &self.cgroup
+            && let Err(e) = cg.kill_all()
+        {
+            tracing::warn!(error = %e, "cgroup kill-all failed");
+        }
+        kill_process(self.worker_pid);
+    }
+
+    /// Freeze the task.
+    pub fn freeze(&self) -> Result<(), SandboxError> {
+        let cg = self.cgroup.as_ref().ok_or(SandboxError::Unsupported {
+            what: "freeze without a cgroup".into(),
+        })?;
+        cg.freeze()?;
+        let mut f = self.frozen_since.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Thaw the task.
+    pub fn thaw(&self) -> Result<(), SandboxError> {
+        let cg = self.cgroup.as_ref().ok_or(SandboxError::Unsupported {
+            what: "thaw without a cgroup".into(),
+        })?;
+        cg.thaw()?;
+        let mut f = self.frozen_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = f.take() {
+            self.frozen_total_ms
+                .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether the task is frozen (as the kernel reports it).
+    pub fn is_frozen(&self) -> Result<bool, SandboxError> {
+        match &self.cgroup {
+            Some(cg) => Ok(cg.is_frozen()?),
+            None => Ok(false),
+        }
+    }
+
+    /// Kill every process of the task.
+    pub fn terminate(&self) {
+        self.terminated.store(true, Ordering::SeqCst);
+        self.kill_all();
+    }
+
+    /// Pids of the task's processes (host pid namespace).
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroup
+            .as_ref()
+            .and_then(|c| c.pids().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A task started by [`spawn`].
+pub struct Running {
+    child: Child,
+    control: Arc<Control>,
+    started: Instant,
+    wall: Duration,
+    cpu_time: Duration,
+    task_dir: PathBuf,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+    reports: JoinHandle<Vec<u8>>,
+}
+
+fn read_capped(mut r: impl Read, cap: usize, on_overflow: impl Fn()) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+                if n > room {
+                    on_overflow();
+                    // Keep draining so the writer is not blocked before it dies.
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two ints as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SandboxError::Io {
+            op: "pipe2".into(),
+            path: PathBuf::new(),
+            source: errno(),
+        });
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Start the worker for `mode` in a fresh sandbox.
+pub fn spawn(
+    worker: &Path,
+    work_dir: &Path,
+    mode: WorkerMode,
+    spec: &crate::types::TaskSpec,
+) -> Result<Running, SandboxError> {
+    let id = format!(
+        "askee-{}-{}",
+        std::process::id(),
+        TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let task_dir = work_dir.join("tasks").join(&id);
+    let root_dir = task_dir.join("root");
+    fs::create_dir_all(&root_dir).map_err(|source| SandboxError::Io {
+        op: "create task root".into(),
+        path: root_dir.clone(),
+        source,
+    })?;
+    let is_wasm = matches!(mode, WorkerMode::Wasm { .. });
+    let mut cg_limits = spec.limits.clone();
+    cg_limits.memory_bytes = spec.limits.memory_bytes
+        + spec.limits.storage_bytes
+        + if is_wasm { WASM_RUNTIME_OVERHEAD } else { 0 };
+    let cgroup = match cached_layout() {
+        Some(l) if l.enforcing_version().is_some() => Some(TaskCgroup::create(l, &id, &cg_limits)?),
+        _ => {
+            tracing::warn!("no usable cgroup hierarchy: limits rely on rlimits only");
+            None
+        }
+    };
+    let caps = crate::probe::probe_cached();
+    let req = WorkerRequest {
+        mode,
+        args: spec.args.clone(),
+        stdin: spec.stdin.clone(),
+        input_dir: spec.input_dir.clone(),
+        root_dir,
+        limits: spec.limits.clone(),
+        random_seed: spec.random_seed,
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+        user_namespace: caps.user_namespaces,
+        apparmor_profile: (caps.apparmor_enabled && caps.apparmor_profile_loaded)
+            .then(|| APPARMOR_PROFILE.to_string()),
+    };
+    let req_json = serde_json::to_vec(&req).map_err(|e| SandboxError::Protocol {
+        message: format!("encoding request: {e}"),
+    })?;
+    let (report_r, report_w) = pipe()?;
+    let report_w_raw = report_w.as_raw_fd();
+    let mut cmd = Command::new(worker);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear();
+    // SAFETY: the closure only calls dup2, which is async-signal-safe; it makes the
+    // report pipe's write end the child's fd 3 (dup2 clears FD_CLOEXEC on the copy).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(report_w_raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let cleanup = |cg: &Option<TaskCgroup>| {
+        if let Some(c) = cg {
+            let _ = c.remove();
+        }
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(source) => {
+            cleanup(&cgroup);
+            return Err(SandboxError::Spawn {
+                path: worker.to_path_buf(),
+                source,
+            });
+        }
+    };
+    drop(report_w);
+    let worker_pid = child.id() as i32;
+    let control = Arc::new(Control {
+        cgroup,
+        worker_pid,
+        terminated: AtomicBool::new(false),
+        truncated: AtomicBool::new(false),
+        frozen_since: Mutex::new(None),
+        frozen_total_ms: AtomicU64::new(0),
+    });
+    if let Some(mut stdin) = child.stdin.take() {
+        // The worker reads the whole request before doing anything; a failed write
+        // means it died, which `wait` reports.
+        let _ = stdin.write_all(&req_json);
+    }
+    let out = child.stdout.take().ok_or(SandboxError::Protocol {
+        message: "worker stdout missing".into(),
+    })?;
+    let err = child.stderr.take().ok_or(SandboxError::Protocol {
+        message: "worker stderr missing".into(),
+    })?;
+    let cap = spec.limits.stdout_bytes as usize;
+    let c2 = control.clone();
+    let stdout = std::thread::spawn(move || {
+        read_capped(out, cap, || {
+            if !c2.truncated.swap(true, Ordering::SeqCst) {
+                c2.kill_all();
+            }
+        })
+    });
+    let stderr = std::thread::spawn(move || read_capped(err, 64 << 10, || {}));
+    let reports = std::thread::spawn(move || {
+        let mut f = File::from(report_r);
+        let mut v = Vec::new();
+        let _ = f.read_to_end(&mut v);
+        v
+    });
+    Ok(Running {
+        child,
+        control,
+        started: Instant::now(),
+        wall: spec.limits.wall_time,
+        cpu_time: spec.limits.cpu_time,
+        task_dir,
+        stdout,
+        stderr,
+        reports,
+    })
+}
+
+/// Wait until `pid` exits or `timeout` passes; true when it exited.
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh fd we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+impl Running {
+    /// Shared control.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// Wait for the end and classify it.
+    pub fn wait(mut self) -> Result<(TaskOutcome, AppliedConfinement), SandboxError> {
+        let pidfd = pidfd_open(self.control.worker_pid);
+        let mut wall_killed = false;
+        if let Some(fd) = &pidfd {
+            loop {
+                let frozen =
+                    Duration::from_millis(self.control.frozen_total_ms.load(Ordering::Relaxed))
+                        + self
+                            .control
+                            .frozen_since
+                            .lock()
+                            .map(|f| f.map(|t| t.elapsed()).unwrap_or_default())
+                            .unwrap_or_default();
+                let deadline = self.started + self.wall + frozen;
+                let now = Instant::now();
+                if now >= deadline {
+                    if self
+                        .control
+                        .frozen_since
+                        .lock()
+                        .map(|f| f.is_some())
+                        .unwrap_or(false)
+                    {
+                        // Frozen time does not count; wait for the thaw.
+                        if wait_exit(fd, Duration::from_millis(50)) {
+                            break;
+                        }
+                        continue;
+                    }
+                    wall_killed = true;
+                    self.control.kill_all();
+                    break;
+                }
+                if wait_exit(fd, (deadline - now).min(Duration::from_millis(250))) {
+                    break;
+                }
+            }
+        }
+        let status = self.child.wait().map_err(|source| SandboxError::Io {
+            op: "wait for worker".into(),
+            path: PathBuf::new(),
+            source,
+        })?;
+        // Stragglers (e.g. a fork bomb's children when the worker died) go too.
+        self.control.kill_all();
+        let wall_time = self.started.elapsed();
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = self.stderr.join().unwrap_or_default();
+        let reports = self.reports.join().unwrap_or_default();
+        let cg_usage = self
+            .control
+            .cgroup
+            .as_ref()
+            .map(|c| c.usage())
+            .unwrap_or_default();
+        if let Some(c) = &self.control.cgroup
+            && let Err(e) = c.remove()
+        {
+            tracing::warn!(error = %e, "removing task cgroup");
+        }
+        let _ = fs::remove_dir_all(&self.task_dir);
+
+        let mut usage = Usage {
+            wall_time,
+            cpu_time: cg_usage.cpu_time,
+            peak_memory_bytes: cg_usage.peak_memory_bytes,
+            io_read_bytes: cg_usage.io_read_bytes,
+            io_write_bytes: cg_usage.io_write_bytes,
+            oom_kills: cg_usage.oom_kills,
+            pids_limit_hits: cg_usage.pids_limit_hits,
+            fuel_consumed: None,
+        };
+        let mut confinement = AppliedConfinement::default();
+        let mut wasm = None;
+        let mut exit = None;
+        let parsed = crate::proto::parse_reports(&reports).map_err(|e| SandboxError::Protocol {
+            message: format!("bad report line: {e}"),
+        })?;
+        for r in parsed {
+            match r {
+                WorkerReport::Confined(c) => confinement = c,
+                WorkerReport::Wasm(w) => wasm = Some(w),
+                WorkerReport::TaskExit { code, signal } => {
+                    // The first report is the task's own (from the sandbox's init).
+                    exit.get_or_insert((code, signal));
+                }
+                WorkerReport::SetupFailed { stage, message } => {
+                    return Err(SandboxError::SetupFailed { stage, message });
+                }
+            }
+        }
+        if let Some(w) = &wasm {
+            usage.fuel_consumed = Some(w.fuel_consumed);
+        }
+        let outcome = if self.control.terminated.load(Ordering::SeqCst) {
+            TaskOutcome::Terminated { usage }
+        } else if self.control.truncated.load(Ordering::SeqCst) {
+            TaskOutcome::OutputTruncated { stdout, usage }
+        } else if wall_killed {
+            TaskOutcome::Killed {
+                reason: KillReason::WallTime,
+                usage,
+            }
+        } else if let Some(w) = wasm {
+            match w.end {
+                WasmEnd::Exited(code) => TaskOutcome::Completed {
+                    exit_code: code,
+                    digest: crate::digest::result_digest(code, &w.stdout, &w.outputs),
+                    stdout: w.stdout,
+                    outputs: w.outputs,
+                    usage,
+                },
+                WasmEnd::Killed(reason) => TaskOutcome::Killed { reason, usage },
+                WasmEnd::OutputTruncated => TaskOutcome::OutputTruncated {
+                    stdout: w.stdout,
+                    usage,
+                },
+                WasmEnd::Trapped(message) => TaskOutcome::Trapped { message, usage },
+            }
+        } else {
+            match exit {
+                Some((_, Some(sig))) => classify_signal(sig, usage, self.cpu_time),
+                Some((Some(code), None)) => TaskOutcome::Completed {
+                    exit_code: code,
+                    digest: crate::digest::result_digest(code, &stdout, &[]),
+                    stdout,
+                    outputs: Vec::new(),
+                    usage,
+                },
+                _ => {
+                    return Err(SandboxError::WorkerFailed {
+                        status: status.to_string(),
+                        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                    });
+                }
+            }
+        };
+        Ok((outcome, confinement))
+    }
+}
+
+fn classify_signal(sig: i32, usage: Usage, cpu_limit: Duration) -> TaskOutcome {
+    let reason = match sig {
+        libc::SIGSYS => {
+            return TaskOutcome::Denied {
+                operation: "system call outside the seccomp allowlist".into(),
+                usage,
+            };
+        }
+        libc::SIGXCPU => Some(KillReason::CpuTime),
+        libc::SIGXFSZ => Some(KillReason::Storage),
+        libc::SIGKILL if usage.oom_kills > 0 => Some(KillReason::Memory),
+        libc::SIGKILL if usage.cpu_time.is_some_and(|t| t >= cpu_limit) => {
+            Some(KillReason::CpuTime)
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => TaskOutcome::Killed { reason, usage },
+        None => TaskOutcome::Signaled { signal: sig, usage },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// worker side
+
+fn report(fd: &mut File, r: &WorkerReport) {
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let _ = fd.write_all(&line);
+    }
+}
+
+fn fail(fd: &mut File, stage: &str, message: impl std::fmt::Display) -> ! {
+    report(
+        fd,
+        &WorkerReport::SetupFailed {
+            stage: stage.into(),
+            message: message.to_string(),
+        },
+    );
+    std::process::exit(101)
+}
+
+fn check(ret: libc::c_int, what: &str) -> Result<(), String> {
+    if ret < 0 {
+        Err(format!("{what}: {}", errno()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Entry point of `askee-worker`. Returns the process exit code.
+pub fn worker_main() -> i32 {
+    // SAFETY: fd 3 is the report pipe the parent installed with dup2 before exec; this
+    // process takes ownership of it here, once.
+    let mut rep = unsafe { File::from_raw_fd(3) };
+    // SAFETY: setting FD_CLOEXEC on our own fd 3.
+    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut buf = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+        fail(&mut rep, "read request", e);
+    }
+    let req: WorkerRequest = match serde_json::from_slice(&buf) {
+        Ok(r) => r,
+        Err(e) => fail(&mut rep, "parse request", e),
+    };
+    for f in &req.cgroup_procs {
+        if let Err(e) = fs::write(f, "0") {
+            fail(&mut rep, "join cgroup", format!("{}: {e}", f.display()));
+        }
+    }
+    // SAFETY: plain syscalls on this process with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::setsid();
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        // IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_IDLE = 3 << 13.
+        libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13);
+    }
+    let mut flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP;
+    let mut namespaces: Vec<String> = ["mnt", "pid", "net", "uts", "ipc", "cgroup"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if req.user_namespace {
+        flags |= libc::CLONE_NEWUSER;
+        namespaces.insert(0, "user".into());
+    } else if uid != 0 {
+        fail(
+            &mut rep,
+            "unshare",
+            "user namespaces unavailable and not root",
+        );
+    }
+    // SAFETY: unshare on this single-threaded process.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail(&mut rep, "unshare", errno());
+    }
+    if req.user_namespace {
+        let maps = fs::write("/proc/self/setgroups", "deny")
+            .and_then(|()| fs::write("/proc/self/uid_map", format!("0 {uid} 1")))
+            .and_then(|()| fs::write("/proc/self/gid_map", format!("0 {gid} 1")));
+        if let Err(e) = maps {
+            fail(&mut rep, "user namespace id maps", e);
+        }
+    }
+    // SAFETY: fork in a single-threaded process; the child only runs this crate's code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail(&mut rep, "fork", errno());
+    }
+    if pid == 0 {
+        let code = match inner(&req, &mut rep, namespaces) {
+            Ok(code) => code,
+            Err((stage, message)) => fail(&mut rep, &stage, message),
+        };
+        std::process::exit(code);
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && errno().kind() != std::io::ErrorKind::Interrupted {
+            fail(&mut rep, "waitpid", errno());
+        }
+    }
+    let (code, signal) = if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (Some(libc::WEXITSTATUS(status)), None)
+    };
+    report(&mut rep, &WorkerReport::TaskExit { code, signal });
+    0
+}
+
+/// As the namespace's init: reap every child until `task` exits, report its status.
+fn reap_until(task: i32, rep: &mut File) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for any child with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if errno().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return 0;
+        }
+        if r == task {
+            let (code, signal) = if libc::WIFSIGNALED(status) {
+                (None, Some(libc::WTERMSIG(status)))
+            } else {
+                (Some(libc::WEXITSTATUS(status)), None)
+            };
+            report(rep, &WorkerReport::TaskExit { code, signal });
+            return 0;
+        }
+    }
+}
+
+fn mount(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let s = src.map(cstr);
+    let t = cstr(target);
+    let f = fstype.map(|x| CString::new(x).unwrap_or_default());
+    let d = data.map(|x| CString::new(x).unwrap_or_default());
+    // SAFETY: all pointers are NULL or valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            t.as_ptr(),
+            f.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            flags,
+            d.as_ref().map_or(std::ptr::null(), |c| c.as_ptr().cast()),
+        )
+    };
+    check(r, &format!("mount {:?} on {}", src, target.display()))
+}
+
+/// Flags of the mount holding `path` that a remount inside a user namespace must keep.
+fn locked_flags(path: &Path) -> libc::c_ulong {
+    let c = cstr(path);
+    // SAFETY: valid path and writable statvfs buffer.
+    let f = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_flag
+    };
+    let mut out = 0;
+    for (st, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st != 0 {
+            out |= ms;
+        }
+    }
+    out
+}
+
+fn bind_ro(src: &Path, dst: &Path, extra: libc::c_ulong) -> Result<(), String> {
+    mount(Some(src), dst, None, libc::MS_BIND | libc::MS_REC, None)?;
+    let keep = locked_flags(dst);
+    mount(
+        None,
+        dst,
+        None,
+        libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | keep
+            | extra,
+        None,
+    )
+}
+
+type Stage = (String, String);
+
+fn st<E: std::fmt::Display>(stage: &str) -> impl Fn(E) -> Stage + '_ {
+    move |e| (stage.to_string(), e.to_string())
+}
+
+fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result<i32, Stage> {
+    // SAFETY: plain prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let root = &req.root_dir;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(st("private mounts"))?;
+    mount(
+        Some(Path::new("tmpfs")),
+        root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("size=1m,mode=0755"),
+    )
+    .map_err(st("root tmpfs"))?;
+    for d in ["input", "scratch"] {
+        fs::create_dir(root.join(d)).map_err(st("root layout"))?;
+    }
+    if let Some(input) = &req.input_dir {
+        bind_ro(input, &root.join("input"), libc::MS_NOEXEC).map_err(st("bind input"))?;
+    }
+    let storage = req.limits.storage_bytes.max(4096);
+    mount(
+        Some(Path::new("tmpfs")),
+        &root.join("scratch"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(&format!("size={storage},mode=0755")),
+    )
+    .map_err(st("scratch tmpfs"))?;
+    fs::create_dir(root.join("scratch/output")).map_err(st("scratch layout"))?;
+    let mut artifact = None;
+    match &req.mode {
+        WorkerMode::Native { program } => {
+            File::create(root.join("prog")).map_err(st("root layout"))?;
+            bind_ro(program, &root.join("prog"), 0).map_err(st("bind program"))?;
+        }
+        WorkerMode::Wasm { artifact: a, .. } => {
+            artifact = Some(fs::read(a).map_err(st("read module artifact"))?);
+        }
+    }
+    let apparmor_fd = req.apparmor_profile.as_ref().and_then(|_| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/attr/current")
+            .ok()
+    });
+    std::env::set_current_dir(root).map_err(st("chdir root"))?;
+    let dot = cstr(".");
+    // SAFETY: pivot_root(".", ".") with valid strings, then detach the old root
+    // stacked on top; both are documented idioms of pivot_root(2).
+    unsafe {
+        check(
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int,
+            "pivot_root",
+        )
+        .map_err(st("pivot_root"))?;
+        check(
+            libc::umount2(dot.as_ptr(), libc::MNT_DETACH),
+            "umount old root",
+        )
+        .map_err(st("pivot_root"))?;
+    }
+    std::env::set_current_dir("/").map_err(st("chdir /"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .map_err(st("read-only root"))?;
+    // SAFETY: sethostname with a valid buffer and length.
+    unsafe { libc::sethostname(c"askee".as_ptr(), 5) };
+
+    // Task stdin (native): a pipe holding the bytes; the wasm runtime takes them itself.
+    if matches!(req.mode, WorkerMode::Native { .. }) {
+        let (r, w) = pipe().map_err(st("stdin pipe"))?;
+        let mut w = File::from(w);
+        let n = req.stdin.len().min(60 << 10);
+        w.write_all(&req.stdin[..n]).map_err(st("stdin pipe"))?;
+        drop(w);
+        // SAFETY: dup2 onto fd 0 of this process.
+        unsafe { libc::dup2(r.as_raw_fd(), 0) };
+    }
+
+    set_rlimits(&req.limits).map_err(st("rlimits"))?;
+    let mut applied = AppliedConfinement {
+        namespaces,
+        ..Default::default()
+    };
+    let abi = landlock_abi();
+    let status =
+        apply_landlock(matches!(req.mode, WorkerMode::Native { .. })).map_err(st("landlock"))?;
+    applied.landlock_status = status.clone();
+    if status != "not enforced" {
+        applied.landlock_abi = abi;
+    }
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) on this process.
+    let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(nnp, "no_new_privs").map_err(st("no_new_privs"))?;
+    applied.no_new_privs = true;
+    drop_capabilities().map_err(st("drop capabilities"))?;
+    if let (Some(profile), Some(mut f)) = (&req.apparmor_profile, apparmor_fd) {
+        f.write_all(format!("changeprofile {profile}").as_bytes())
+            .map_err(st("apparmor change_profile"))?;
+        applied.apparmor_profile = Some(profile.clone());
+    }
+
+    match &req.mode {
+        WorkerMode::Native { .. } => {
+            applied.seccomp = !SECCOMP_NATIVE.is_empty();
+            // The task must not be PID 1: the kernel drops default-action signals
+            // (SIGXCPU, SIGXFSZ) sent to a namespace's init. This process stays init,
+            // reaps, and reports the task's status.
+            // SAFETY: fork in this single-threaded process.
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                return Err(("fork task".into(), errno().to_string()));
+            }
+            if child > 0 {
+                report(rep, &WorkerReport::Confined(applied));
+                return Ok(reap_until(child, rep));
+            }
+            apply_seccomp(SECCOMP_NATIVE).map_err(st("seccomp"))?;
+            let prog = c"/prog";
+            let mut argv: Vec<CString> = vec![CString::from(c"task")];
+            argv.extend(
+                req.args
+                    .iter()
+                    .map(|a| CString::new(a.as_str()).unwrap_or_default()),
+            );
+            let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            ptrs.push(std::ptr::null());
+            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+            // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that
+            // live until execve replaces the process image.
+            unsafe { libc::execve(prog.as_ptr(), ptrs.as_ptr(), envp.as_ptr()) };
+            Err(("execve".into(), errno().to_string()))
+        }
+        WorkerMode::Wasm { module_hash, .. } => run_wasm(req, rep, applied, artifact, *module_hash),
+    }
+}
+
+#[cfg(feature = "wasm")]
+fn run_wasm(
+    req: &WorkerRequest,
+    rep: &mut File,
+    mut applied: AppliedConfinement,
+    artifact: Option<Vec<u8>>,
+    hash: [u8; 32],
+) -> Result<i32, Stage> {
+    use crate::runtime::{Invocation, WasmEngine};
+    let engine = WasmEngine::new(None).map_err(st("wasm engine"))?;
+    let bytes = artifact.unwrap_or_default();
+    let module = engine
+        .load_artifact_bytes(&bytes)
+        .map_err(st("load module"))?;
+    let compiled = engine
+        .prelink(hash, &module)
+        .map_err(st("prelink module"))?;
+    applied.seccomp = apply_seccomp(SECCOMP_WASM).map_err(st("seccomp"))?;
+    report(rep, &WorkerReport::Confined(applied));
+    let inv = Invocation {
+        args: req.args.clone(),
+        stdin: req.stdin.clone(),
+        input_dir: req.input_dir.as_ref().map(|_| PathBuf::from("/input")),
+        output_dir: Some(PathBuf::from("/scratch/output")),
+        random_seed: req.random_seed,
+        limits: req.limits.clone(),
+    };
+    let run = engine.run(&compiled, &inv).map_err(st("run module"))?;
+    report(rep, &WorkerReport::Wasm(run));
+    Ok(0)
+}
+
+#[cfg(not(feature = "wasm"))]
+fn run_wasm(
+    _req: &WorkerRequest,
+    _rep: &mut File,
+    _applied: AppliedConfinement,
+    _artifact: Option<Vec<u8>>,
+    _hash: [u8; 32],
+) -> Result<i32, Stage> {
+    Err(("wasm".into(), "built without the wasm feature".into()))
+}
+
+fn set_rlimits(l: &crate::types::Limits) -> Result<(), String> {
+    let cpu = l.cpu_time.as_secs().max(1) + u64::from(l.cpu_time.subsec_nanos() > 0);
+    let set = |res: libc::__rlimit_resource_t, soft: u64, hard: u64, name: &str| {
+        let r = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid rlimit struct.
+        check(unsafe { libc::setrlimit(res, &r) }, name)
+    };
+    // SIGXCPU at the limit, SIGKILL one second later.
+    set(libc::RLIMIT_CPU, cpu, cpu + 1, "RLIMIT_CPU")?;
+    set(
+        libc::RLIMIT_FSIZE,
+        l.storage_bytes,
+        l.storage_bytes,
+        "RLIMIT_FSIZE",
+    )?;
+    set(libc::RLIMIT_CORE, 0, 0, "RLIMIT_CORE")?;
+    set(libc::RLIMIT_NOFILE, 256, 256, "RLIMIT_NOFILE")?;
+    set(libc::RLIMIT_MEMLOCK, 0, 0, "RLIMIT_MEMLOCK")?;
+    set(libc::RLIMIT_MSGQUEUE, 0, 0, "RLIMIT_MSGQUEUE")?;
+    Ok(())
+}
+
+fn apply_landlock(native: bool) -> Result<String, String> {
+    use landlock::{
+        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+        Scope, path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let e = |e: landlock::RulesetError| e.to_string();
+    let mut created = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(e)?
+        .handle_access(AccessNet::from_all(abi))
+        .map_err(e)?
+        .scope(Scope::from_all(abi))
+        .map_err(e)?
+        .create()
+        .map_err(e)?
+        .add_rules(path_beneath_rules(["/input"], AccessFs::from_read(abi)))
+        .map_err(e)?
+        .add_rules(path_beneath_rules(["/scratch"], AccessFs::from_all(abi)))
+        .map_err(e)?;
+    if native {
+        created = created
+            .add_rules(path_beneath_rules(
+                ["/prog"],
+                AccessFs::from_file(abi) & AccessFs::from_read(abi),
+            ))
+            .map_err(e)?;
+    }
+    let status = created.restrict_self().map_err(e)?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "fully enforced".into(),
+        RulesetStatus::PartiallyEnforced => "partially enforced".into(),
+        RulesetStatus::NotEnforced => "not enforced".into(),
+    })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn drop_capabilities() -> Result<(), String> {
+    for cap in 0..64 {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap); EINVAL past the last capability is fine.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    // SAFETY: prctl on this process.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let hdr = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset with a valid v3 header and two data structs, as the ABI requires.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) };
+    check(r as libc::c_int, "capset")
+}
+
+fn bpf(bytes: &[u8]) -> Vec<seccompiler::sock_filter> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| seccompiler::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect()
+}
+
+/// Install a prebuilt filter plus the clone3 filter on every thread. Returns false
+/// when no filter was built for this target.
+fn apply_seccomp(main: &[u8]) -> Result<bool, String> {
+    if main.is_empty() {
+        return Ok(false);
+    }
+    // The clone3 filter first: the main filter does not allow seccomp(2) itself.
+    seccompiler::apply_filter_all_threads(&bpf(SECCOMP_CLONE3)).map_err(|e| e.to_string())?;
+    seccompiler::apply_filter_all_threads(&bpf(main)).map_err(|e| e.to_string())?;
+    Ok(true)
+}

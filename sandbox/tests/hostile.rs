@@ -1,0 +1,333 @@
+//! Hostile workloads: each must end with a typed outcome while the host stays
+//! unaffected. Native programs (tests/native/hostile.c, built with gcc) exercise the OS
+//! layer on its own; WebAssembly modules exercise the runtime's limits.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use askee_sandbox::{KillReason, Sandbox, TaskOutcome, TaskSpec};
+use common::{gcc, limits, sandbox, wat};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    sb: Sandbox,
+    prog: std::path::PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path());
+    let prog = gcc(dir.path(), "hostile");
+    Env {
+        _dir: dir,
+        sb,
+        prog,
+    }
+}
+
+fn native(e: &Env, args: &[&str]) -> TaskSpec {
+    let mut s = TaskSpec::native(&e.prog);
+    s.args = args.iter().map(|a| a.to_string()).collect();
+    s.limits = limits();
+    s
+}
+
+fn run(e: &Env, spec: &TaskSpec) -> TaskOutcome {
+    let out = e.sb.run(spec).expect("task runs");
+    host_is_fine();
+    out
+}
+
+/// The host can still fork and run a process.
+fn host_is_fine() {
+    let st = std::process::Command::new("true")
+        .status()
+        .expect("host can spawn");
+    assert!(st.success());
+}
+
+fn failed_with(out: &TaskOutcome, needle: &str) {
+    match out {
+        TaskOutcome::Completed {
+            exit_code: 3,
+            stdout,
+            ..
+        } => {
+            let s = String::from_utf8_lossy(stdout);
+            assert!(s.contains(needle), "stdout {s:?} lacks {needle:?}");
+        }
+        other => panic!("expected a failed attack, got {other:?}"),
+    }
+}
+
+fn denied(out: &TaskOutcome) {
+    assert!(
+        matches!(out, TaskOutcome::Denied { .. }),
+        "expected Denied, got {out:?}"
+    );
+}
+
+#[test]
+fn trivial_native_program_completes() {
+    let e = env();
+    let out = run(&e, &native(&e, &["true"]));
+    assert!(
+        matches!(out, TaskOutcome::Completed { exit_code: 0, ref stdout, .. } if stdout == b"ok\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn fork_bomb_hits_the_pids_limit() {
+    let e = env();
+    let mut spec = native(&e, &["forkbomb"]);
+    spec.limits.wall_time = Duration::from_secs(2);
+    spec.limits.cpu_time = Duration::from_secs(1);
+    let out = run(&e, &spec);
+    assert!(
+        matches!(
+            out.kill_reason(),
+            Some(KillReason::WallTime | KillReason::CpuTime)
+        ),
+        "{out:?}"
+    );
+    if askee_sandbox::probe().cgroup_enforcing_version.is_some() {
+        assert!(out.usage().pids_limit_hits > 0, "{out:?}");
+    }
+}
+
+#[test]
+fn memory_balloon_is_killed_for_memory() {
+    let e = env();
+    let out = run(&e, &native(&e, &["balloon"]));
+    if askee_sandbox::probe().cgroup_enforcing_version.is_some() {
+        assert_eq!(out.kill_reason(), Some(KillReason::Memory), "{out:?}");
+        assert!(out.usage().peak_memory_bytes.unwrap() <= (64 + 4) << 20);
+    }
+}
+
+#[test]
+fn cpu_spin_is_killed_for_cpu_time() {
+    let e = env();
+    let mut spec = native(&e, &["spin"]);
+    spec.limits.cpu_time = Duration::from_secs(1);
+    // SCHED_IDLE: on a busy host one CPU second can take many wall seconds.
+    spec.limits.wall_time = Duration::from_secs(120);
+    let out = run(&e, &spec);
+    assert_eq!(out.kill_reason(), Some(KillReason::CpuTime), "{out:?}");
+}
+
+#[test]
+fn sleeping_is_killed_for_wall_time() {
+    let e = env();
+    let mut spec = native(&e, &["sleep"]);
+    spec.limits.wall_time = Duration::from_millis(500);
+    let out = run(&e, &spec);
+    assert_eq!(out.kill_reason(), Some(KillReason::WallTime), "{out:?}");
+}
+
+#[test]
+fn shadow_and_home_are_invisible() {
+    let e = env();
+    failed_with(
+        &run(&e, &native(&e, &["read", "/etc/shadow"])),
+        "No such file",
+    );
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let secret_dir = tempfile::tempdir_in(&home).unwrap();
+    let secret = secret_dir.path().join("secret");
+    std::fs::write(&secret, "top secret").unwrap();
+    failed_with(
+        &run(&e, &native(&e, &["read", secret.to_str().unwrap()])),
+        "No such file",
+    );
+}
+
+#[test]
+fn writes_outside_scratch_fail_and_leave_the_host_alone() {
+    let e = env();
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(input.path().join("data"), "original").unwrap();
+    let mut spec = native(&e, &["write", "/input/data"]);
+    spec.input_dir = Some(input.path().to_path_buf());
+    failed_with(&run(&e, &spec), "Read-only file system");
+    assert_eq!(
+        std::fs::read_to_string(input.path().join("data")).unwrap(),
+        "original"
+    );
+    failed_with(&run(&e, &native(&e, &["write", "/etc/passwd"])), "");
+    failed_with(
+        &run(&e, &native(&e, &["write", "/newfile"])),
+        "Read-only file system",
+    );
+}
+
+#[test]
+fn filling_scratch_stops_at_the_storage_limit() {
+    let e = env();
+    let before = std::fs::metadata("/").map(|_| ()).is_ok();
+    failed_with(&run(&e, &native(&e, &["fill"])), "No space left");
+    assert!(before);
+    let out = run(&e, &native(&e, &["bigfile"]));
+    assert_eq!(out.kill_reason(), Some(KillReason::Storage), "{out:?}");
+}
+
+#[test]
+fn loopback_service_is_unreachable() {
+    let e = env();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    denied(&run(&e, &native(&e, &["connect", &port])));
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the sandbox reached the host's listener"
+    );
+}
+
+#[test]
+fn privileged_operations_are_denied() {
+    let e = env();
+    for attack in [
+        "ptrace",
+        "mount",
+        "unshare",
+        "setuid",
+        "kill-parent",
+        "chmod-suid",
+    ] {
+        let out = run(&e, &native(&e, &[attack]));
+        denied(&out);
+    }
+}
+
+#[test]
+fn gigabytes_of_stdout_are_truncated() {
+    let e = env();
+    let out = run(&e, &native(&e, &["stdout"]));
+    let TaskOutcome::OutputTruncated { stdout, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(stdout.len() as u64, limits().stdout_bytes);
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn terminate_kills_a_task_that_ignores_signals() {
+    let e = env();
+    let running = e.sb.spawn(&native(&e, &["ignore-term"])).unwrap();
+    let ctl = running.control();
+    if askee_sandbox::probe().cgroup_enforcing_version.is_some() {
+        // outer worker + the task itself
+        wait_for("task processes", || ctl.pids().len() >= 2);
+        let pids = ctl.pids();
+        ctl.freeze().unwrap();
+        wait_for("frozen", || ctl.is_frozen().unwrap());
+        ctl.thaw().unwrap();
+        ctl.terminate();
+        let (out, _) = running.wait().unwrap();
+        assert!(matches!(out, TaskOutcome::Terminated { .. }), "{out:?}");
+        for p in pids {
+            // Gone, or a zombie waiting for its reaper: nothing runs any more.
+            wait_for("task processes to die", || {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+                    .unwrap_or(true)
+            });
+        }
+    }
+    host_is_fine();
+}
+
+// ---- WebAssembly ----
+
+fn wasm(e: &Env, module: Vec<u8>) -> TaskSpec {
+    let mut s = TaskSpec::wasm(module);
+    s.limits = limits();
+    let _ = e;
+    s
+}
+
+#[test]
+fn wasm_memory_balloon_is_killed_for_memory() {
+    let e = env();
+    let m = wat(
+        "(loop $l (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable)) (br $l))",
+        "",
+    );
+    let out = run(&e, &wasm(&e, m));
+    assert_eq!(out.kill_reason(), Some(KillReason::Memory), "{out:?}");
+}
+
+#[test]
+fn wasm_spin_runs_out_of_fuel_or_time() {
+    let e = env();
+    let m = wat("(loop $l (br $l))", "");
+    let mut spec = wasm(&e, m.clone());
+    spec.limits.fuel = 50_000_000;
+    assert_eq!(run(&e, &spec).kill_reason(), Some(KillReason::Fuel));
+    let mut spec = wasm(&e, m);
+    spec.limits.fuel = u64::MAX;
+    spec.limits.wall_time = Duration::from_millis(500);
+    assert_eq!(run(&e, &spec).kill_reason(), Some(KillReason::WallTime));
+}
+
+#[test]
+fn wasm_sleep_is_killed_for_wall_time() {
+    let e = env();
+    // poll_oneoff with one relative clock subscription of 1000 s.
+    let m = wat(
+        "(i64.store (i32.const 64) (i64.const 0)) (i32.store8 (i32.const 72) (i32.const 0))
+         (i32.store (i32.const 80) (i32.const 1)) (i64.store (i32.const 88) (i64.const 1000000000000))
+         (i64.store (i32.const 96) (i64.const 0)) (i32.store16 (i32.const 104) (i32.const 0))
+         (drop (call $poll_oneoff (i32.const 64) (i32.const 200) (i32.const 1) (i32.const 300)))",
+        "",
+    );
+    let mut spec = wasm(&e, m);
+    spec.limits.wall_time = Duration::from_millis(700);
+    assert_eq!(run(&e, &spec).kill_reason(), Some(KillReason::WallTime));
+}
+
+#[test]
+fn wasm_stdout_flood_is_truncated() {
+    let e = env();
+    let m = wat(
+        "(loop $l (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br $l))",
+        r#"(data (i32.const 0) "\10\00\00\00\00\10\00\00")"#,
+    );
+    let out = run(&e, &wasm(&e, m));
+    assert!(
+        matches!(out, TaskOutcome::OutputTruncated { .. }),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn wasm_cannot_escape_its_preopens() {
+    let e = env();
+    // path_open(fd 3 = /input, "../etc/shadow") then proc_exit(errno).
+    let m = wat(
+        "(call $proc_exit (call $path_open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 13)
+            (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8)))",
+        r#"(data (i32.const 16) "../etc/shadow")"#,
+    );
+    let input = tempfile::tempdir().unwrap();
+    let mut spec = wasm(&e, m);
+    spec.input_dir = Some(input.path().to_path_buf());
+    let out = run(&e, &spec);
+    // WASI errno 76 = ENOTCAPABLE, 2 = EACCES, 44 = ENOENT: anything but success.
+    assert!(
+        matches!(out, TaskOutcome::Completed { exit_code, .. } if exit_code != 0),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,110 @@
+//! WebAssembly tasks through the full sandbox, and the runtime's determinism.
+
+mod common;
+
+use askee_sandbox::{TaskOutcome, TaskSpec};
+use common::{limits, sandbox, wat};
+
+fn hello() -> Vec<u8> {
+    // iovec at 0: ptr 16, len 6; "hello\n" at 16.
+    wat(
+        r#"(drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"#,
+        r#"(data (i32.const 0) "\10\00\00\00\06\00\00\00") (data (i32.const 16) "hello\n")"#,
+    )
+}
+
+#[test]
+fn hello_completes_confined_with_stable_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path());
+    let mut spec = TaskSpec::wasm(hello());
+    spec.limits = limits();
+    let (out, conf) = sb.spawn(&spec).unwrap().wait().unwrap();
+    let TaskOutcome::Completed {
+        exit_code,
+        stdout,
+        digest,
+        usage,
+        ..
+    } = out
+    else {
+        panic!("unexpected outcome {out:?}");
+    };
+    assert_eq!(exit_code, 0);
+    assert_eq!(stdout, b"hello\n");
+    assert_eq!(
+        digest,
+        askee_sandbox::digest::result_digest(0, b"hello\n", &[])
+    );
+    assert!(usage.fuel_consumed.unwrap() > 0);
+    let caps = askee_sandbox::probe();
+    assert_eq!(conf.seccomp, caps.seccomp && caps.seccomp_filters_built);
+    assert_eq!(conf.landlock_abi.is_some(), caps.landlock_abi.is_some());
+    assert!(conf.no_new_privs);
+    for ns in ["pid", "net", "mnt", "uts", "ipc"] {
+        assert!(conf.namespaces.iter().any(|n| n == ns), "{ns} missing");
+    }
+    // A second run of the same module gives the same digest.
+    let again = sb.run(&spec).unwrap();
+    assert!(matches!(again, TaskOutcome::Completed { digest: d, .. } if d == digest));
+}
+
+#[test]
+fn clocks_and_randomness_are_deterministic_in_and_out_of_the_sandbox() {
+    // Write 16 random bytes and the realtime clock (8 bytes) to stdout and to
+    // /output/r, twice; all digests must agree and match an in-process run.
+    let m = wat(
+        r#"(drop (call $random_get (i32.const 96) (i32.const 16)))
+           (drop (call $clock_time_get (i32.const 0) (i64.const 1) (i32.const 112)))
+           (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+           (drop (call $path_open (i32.const 3) (i32.const 0) (i32.const 40) (i32.const 1)
+              (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 48)))
+           (drop (call $fd_write (i32.load (i32.const 48)) (i32.const 0) (i32.const 1) (i32.const 8)))"#,
+        r#"(data (i32.const 0) "\60\00\00\00\18\00\00\00") (data (i32.const 40) "r")"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path());
+    let mut spec = TaskSpec::wasm(m.clone());
+    spec.limits = limits();
+    spec.random_seed = [7; 32];
+    let a = sb.run(&spec).unwrap();
+    let b = sb.run(&spec).unwrap();
+    let (
+        TaskOutcome::Completed {
+            digest: da,
+            stdout,
+            outputs,
+            ..
+        },
+        TaskOutcome::Completed { digest: db, .. },
+    ) = (&a, &b)
+    else {
+        panic!("{a:?} {b:?}");
+    };
+    assert_eq!(da, db);
+    assert_eq!(stdout.len(), 24);
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].path, "r");
+    assert_eq!(&outputs[0].contents, stdout);
+    // 2000-01-01T00:00:00Z in nanoseconds, little endian.
+    assert_eq!(&stdout[16..], &946_684_800_000_000_000u64.to_le_bytes());
+    // A different seed changes the random bytes.
+    spec.random_seed = [8; 32];
+    let c = sb.run(&spec).unwrap();
+    assert!(matches!(c, TaskOutcome::Completed { digest, .. } if digest != *da));
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let engine = sb.engine();
+    let module = engine.compile(&m).unwrap();
+    let inv = askee_sandbox::runtime::Invocation {
+        output_dir: Some(out_dir.path().to_path_buf()),
+        random_seed: [7; 32],
+        limits: limits(),
+        ..Default::default()
+    };
+    let run = engine.run(&module, &inv).unwrap();
+    assert_eq!(
+        askee_sandbox::digest::result_digest(0, &run.stdout, &run.outputs),
+        *da
+    );
+}
