@@ -199,6 +199,16 @@ mod filters {
                     })
                     .collect(),
             );
+            // socketpair: AF_UNIX only. tokio's signal driver (compiled in when
+            // any crate of a workspace build enables tokio's `signal` feature)
+            // makes a local pair for its wake-ups; a local pair reaches nothing.
+            rules.insert(
+                libc::SYS_socketpair,
+                vec![
+                    SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)])
+                        .expect("valid rule"),
+                ],
+            );
             let clone_rule = if profile == "wasm" {
                 // Threads only (CLONE_THREAD set), never namespaces.
                 let mask = NS_FLAGS | libc::CLONE_THREAD as u64;
