@@ -7,62 +7,11 @@
 //! Environment: ASKEE_BENCH_CLIENTS (default 16), ASKEE_BENCH_GRANTS (default 2000).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use askee_core::signing::{self, signed_headers};
-use askee_core::wire::v1::{GRANT_STATEMENT_VERSION, GrantStatement};
-use askee_core::{SigningKey, b64};
 use askee_server::{Clock, Config};
 use askee_testkit::pg::PgCluster;
-use serde_json::{Value, json};
-
-fn now() -> i64 {
-    Clock::System.now()
-}
-
-async fn grant_once(http: &reqwest::Client, base: &str) -> Duration {
-    let node = SigningKey::generate(&mut rand::rngs::OsRng);
-    let key = b64::encode(node.verifying_key().as_bytes());
-    let body = serde_json::to_vec(&json!({ "node_public_key": key })).unwrap();
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let mut req = http
-        .post(format!("{base}/v1/invitations"))
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (k, v) in signed_headers(&node, "POST", "/v1/invitations", &body, now(), &nonce) {
-        req = req.header(k, v);
-    }
-    let m: Value = req
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let st = GrantStatement {
-        version: GRANT_STATEMENT_VERSION.into(),
-        manifest_id: m["manifest"]["manifest_id"].as_str().unwrap().into(),
-        manifest_digest: m["manifest_digest"].as_str().unwrap().into(),
-        node_public_key: key,
-        permissions: serde_json::from_value(m["manifest"]["proposed"].clone()).unwrap(),
-        grant_expires_at: now() + 86_400,
-        signed_at: now(),
-        nonce: uuid::Uuid::new_v4().simple().to_string(),
-    };
-    let signed = signing::sign_grant(&node, &st);
-    let start = Instant::now();
-    let resp = http
-        .post(format!("{base}/v1/grants"))
-        .json(&signed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let _: Value = resp.json().await.unwrap();
-    start.elapsed()
-}
+use askee_testkit::volunteer::join_and_grant;
 
 async fn run(label: &str, url: &str, clients: usize, grants: usize) {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +34,7 @@ async fn run(label: &str, url: &str, clients: usize, grants: usize) {
             let http = reqwest::Client::new();
             let mut lat = Vec::with_capacity(per_client);
             for _ in 0..per_client {
-                lat.push(grant_once(&http, &base).await);
+                lat.push(join_and_grant(&http, &base).await.unwrap().1);
             }
             lat
         }));

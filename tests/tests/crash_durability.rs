@@ -5,61 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use askee_core::signing::{self, signed_headers};
-use askee_core::wire::v1::{GRANT_STATEMENT_VERSION, GrantStatement};
-use askee_core::{SigningKey, b64};
 use askee_testkit::pg::PgCluster;
 use askee_testkit::process::{ServerProcess, server_command};
+use askee_testkit::volunteer::join_and_grant;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 const KILL_AFTER: usize = 40;
 const CLIENTS: usize = 8;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// One volunteer's join and grant; returns the acknowledged grant response.
-async fn one_grant(http: &reqwest::Client, base: &str) -> Result<Value, reqwest::Error> {
-    let node = SigningKey::generate(&mut rand::rngs::OsRng);
-    let key = b64::encode(node.verifying_key().as_bytes());
-    let body = serde_json::to_vec(&json!({ "node_public_key": key })).unwrap();
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let mut req = http
-        .post(format!("{base}/v1/invitations"))
-        .body(body.clone());
-    for (k, v) in signed_headers(&node, "POST", "/v1/invitations", &body, now(), &nonce) {
-        req = req.header(k, v);
-    }
-    let m: Value = req
-        .header("content-type", "application/json")
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let st = GrantStatement {
-        version: GRANT_STATEMENT_VERSION.into(),
-        manifest_id: m["manifest"]["manifest_id"].as_str().unwrap().into(),
-        manifest_digest: m["manifest_digest"].as_str().unwrap().into(),
-        node_public_key: key,
-        permissions: serde_json::from_value(m["manifest"]["proposed"].clone()).unwrap(),
-        grant_expires_at: now() + 86_400,
-        signed_at: now(),
-        nonce: uuid::Uuid::new_v4().simple().to_string(),
-    };
-    http.post(format!("{base}/v1/grants"))
-        .json(&signing::sign_grant(&node, &st))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await
-}
 
 async fn burst_then_kill(database_url: &str, data_dir: &std::path::Path) {
     let server = ServerProcess::start(database_url, data_dir, Duration::from_secs(60));
@@ -81,8 +34,8 @@ async fn burst_then_kill(database_url: &str, data_dir: &std::path::Path) {
                 if *killed.borrow_and_update() {
                     return;
                 }
-                match one_grant(&http, &base).await {
-                    Ok(g) => {
+                match join_and_grant(&http, &base).await {
+                    Ok((g, _)) => {
                         acked.lock().await.push(g);
                         count.fetch_add(1, Ordering::SeqCst);
                     }
