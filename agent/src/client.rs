@@ -35,12 +35,10 @@ pub enum ClientError {
 /// Checks the coordinator URL: https anywhere, http only to loopback.
 pub fn check_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim_end_matches('/').to_owned();
-    let rest = if let Some(rest) = url.strip_prefix("https://") {
-        let _ = rest;
+    if url.starts_with("https://") {
         return Ok(url);
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else {
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
         return Err(ClientError::Scheme { url });
     };
     let authority = rest.split('/').next().unwrap_or("");
@@ -85,10 +83,15 @@ impl Coordinator {
         b64::encode(self.key.verifying_key().as_bytes())
     }
 
-    async fn finish<T: DeserializeOwned>(
+    /// Sends the request and decodes the answer, or the problem's detail.
+    async fn send<T: DeserializeOwned>(
         url: &str,
-        resp: reqwest::Response,
+        req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.to_owned(),
+            source,
+        })?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -131,11 +134,7 @@ impl Coordinator {
         for (k, v) in signed_headers(&self.key, "POST", path, &bytes, now(), &nonce) {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|source| ClientError::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        Self::finish(&url, resp).await
+        Self::send(&url, req).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(
@@ -144,31 +143,12 @@ impl Coordinator {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        Self::finish(&url, resp).await
+        Self::send(&url, self.http.post(&url).json(body)).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        Self::finish(&url, resp).await
+        Self::send(&url, self.http.get(&url)).await
     }
 }
 
