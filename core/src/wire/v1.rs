@@ -259,3 +259,83 @@ pub struct CoordinatorInfo {
     pub jwks_uri: String,
     pub revocation_list_uri: String,
 }
+
+/// The seed's `SystemProfile`: what the resource profiler found on a node.
+/// Sent by the agent at registration and kept by the coordinator as the
+/// node's capabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemProfile {
+    /// `linux`, `windows` or `macos`.
+    pub os: String,
+    pub cpu: CpuInfo,
+    pub memory: MemoryInfo,
+    pub storage: StorageInfo,
+    pub network: NetworkInfo,
+    /// Graphics processors found, if any.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    #[serde(rename = "containerSupport")]
+    pub container_support: ContainerCapabilities,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CpuInfo {
+    /// e.g. `x86_64`, `aarch64`.
+    pub arch: String,
+    pub model: String,
+    /// Logical processors.
+    pub cores: u32,
+    /// Nominal or highest frequency in MHz, 0 when unknown.
+    pub frequency_mhz: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryInfo {
+    pub total_mb: u64,
+    pub available_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageInfo {
+    /// Free space where the agent keeps task scratch directories.
+    pub free_gb: u64,
+    pub total_gb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInfo {
+    /// Estimated or configured bandwidth in Mbit/s, 0 when unknown.
+    pub bandwidth_mbps: u64,
+    /// Whether the machine is on a metered connection, when known.
+    pub metered: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuInfo {
+    pub vendor: String,
+    pub model: String,
+    /// Video memory in MiB, 0 when unknown.
+    pub memory_mb: u64,
+}
+
+/// What the native sandbox can enforce on this host (from the sandbox probe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerCapabilities {
+    /// `linux-namespaces`, `windows-job-objects`, `macos-sandbox` or `none`.
+    pub isolation: String,
+    /// Enforcing cgroup version on Linux (1 or 2), `None` elsewhere.
+    pub cgroup_version: Option<u8>,
+    pub user_namespaces: bool,
+    pub seccomp: bool,
+    /// Landlock ABI level in use, `None` when unavailable.
+    pub landlock_abi: Option<u32>,
+    /// Whether the WebAssembly task runtime is built in.
+    pub wasm: bool,
+}
