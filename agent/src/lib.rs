@@ -2,6 +2,8 @@
 //! the signed client for the coordinator, and the plain-words rendering of
 //! a capability manifest.
 
+pub mod activity;
 pub mod client;
 pub mod home;
+pub mod journal;
 pub mod words;
