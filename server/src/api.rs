@@ -200,16 +200,32 @@ async fn revoke(
         .map(Json)
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WatchQuery {
+    /// Long-poll: hold the request up to this many seconds (capped by the
+    /// server, 55 by default) and answer as soon as the token is revoked or
+    /// expired. Without it the current status is answered at once.
+    pub wait: Option<u64>,
+}
+
 #[utoipa::path(get, path = "/revoke/{token_id}", tag = "revocation",
-    params(("token_id" = String, Path)),
+    params(("token_id" = String, Path), WatchQuery),
     responses(
         (status = 200, body = RevocationStatusResponse),
         (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn revocation_status(
     State(state): State<AppState>,
     Path(token_id): Path<String>,
+    ApiQuery(q): ApiQuery<WatchQuery>,
 ) -> ApiResult<Json<RevocationStatusResponse>> {
-    consent::status(&state, &token_id).await.map(Json)
+    match q.wait {
+        Some(secs) if secs > 0 => {
+            consent::watch(&state, &token_id, std::time::Duration::from_secs(secs))
+                .await
+                .map(Json)
+        }
+        _ => consent::status(&state, &token_id).await.map(Json),
+    }
 }
 
 #[utoipa::path(post, path = "/revoke/{token_id}", tag = "revocation",
@@ -344,10 +360,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/tokens/verify", post(verify))
         .route("/v1/tokens/renew", post(renew))
         .route("/v1/tokens/{token_id}/revoke", post(revoke))
-        .route(
-            "/revoke/{token_id}",
-            get(revocation_status).post(revoke_by_certificate),
-        )
+        .route("/revoke/{token_id}", post(revoke_by_certificate))
         .route("/v1/revocations", get(revocations))
         .route("/v1/audit/entries", get(audit_entries))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
@@ -355,6 +368,15 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/audit/proof/consistency", get(audit_consistency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Routes that may be held open (long-polls); [`crate::app`] gives them their
+/// own concurrency cap instead of the request timeout.
+pub fn watch_routes(state: AppState) -> Router {
+    Router::new()
+        .route("/revoke/{token_id}", get(revocation_status))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -33,6 +33,10 @@ pub struct Config {
     pub request_skew: Duration,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Most long-polls on the revocation URL held open at once.
+    pub max_watchers: usize,
+    /// Longest a long-poll on the revocation URL is held open.
+    pub max_watch: Duration,
     /// Requests per second and burst per client address.
     pub rate_per_second: f64,
     pub rate_burst: f64,
@@ -87,6 +91,8 @@ impl Config {
             request_skew: Duration::from_secs(300),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_watchers: 10_000,
+            max_watch: Duration::from_secs(55),
             rate_per_second: 200.0,
             rate_burst: 400.0,
             max_in_flight: 1024,

@@ -2,6 +2,8 @@
 //! manifest → signed grant → consent token → renewal → revocation, with
 //! every step written to the audit log in the same transaction.
 
+use std::time::Duration;
+
 use askee_core::signing::{self, canonical_json, manifest_digest};
 use askee_core::token::{RevocationStatus, TokenError};
 use askee_core::validate;
@@ -539,6 +541,7 @@ pub async fn revoke(
         .await?;
     if outcome == RevokeOutcome::Revoked {
         state.metrics.count("askee_revocations_total");
+        state.revocations.send_modify(|n| *n += 1);
     }
     status(state, token_id).await
 }
@@ -578,6 +581,34 @@ pub async fn revoke_with_certificate(
         "revocation certificate presented",
     )
     .await
+}
+
+/// How often a long-poll re-reads the store, to see revocations committed by
+/// another server process and tokens that expire while it waits.
+const WATCH_RECHECK: Duration = Duration::from_millis(250);
+
+/// The revocation URL as a long-poll: answers as soon as the token is no
+/// longer active (revoked or expired), or with its active status once `wait`
+/// has passed. This is how agents learn of a revocation within a second.
+pub async fn watch(
+    state: &AppState,
+    token_id: &str,
+    wait: Duration,
+) -> ApiResult<RevocationStatusResponse> {
+    let deadline = tokio::time::Instant::now() + wait.min(state.config.max_watch);
+    let mut bumps = state.revocations.subscribe();
+    loop {
+        // Mark the current value seen before reading the store, so a
+        // revocation committed after the read still wakes us.
+        bumps.borrow_and_update();
+        let current = status(state, token_id).await?;
+        let now = tokio::time::Instant::now();
+        if current.status != "active" || now >= deadline {
+            return Ok(current);
+        }
+        let nap = (deadline - now).min(WATCH_RECHECK);
+        let _ = tokio::time::timeout(nap, bumps.changed()).await;
+    }
 }
 
 pub async fn status(state: &AppState, token_id: &str) -> ApiResult<RevocationStatusResponse> {

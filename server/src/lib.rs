@@ -69,25 +69,37 @@ pub fn state(
         clock,
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
+        revocations: Arc::new(tokio::sync::watch::Sender::new(0)),
     })
 }
 
 /// The full application: routes behind tracing, per-client rate limits,
 /// load shedding beyond `max_in_flight` and a request timeout.
+///
+/// Long-polls (the revocation URL's `?wait=`) sit outside the in-flight limit
+/// and the request timeout: they are idle by design, bounded by their own
+/// `max_watchers` and wait cap, and must not starve ordinary requests.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    api::routes(state.clone())
+    let limited = api::routes(state.clone()).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(limit::handle_layer_error))
+            .load_shed()
+            .concurrency_limit(config.max_in_flight)
+            .timeout(config.request_timeout),
+    );
+    let watches = api::watch_routes(state.clone()).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(limit::handle_layer_error))
+            .load_shed()
+            .concurrency_limit(config.max_watchers),
+    );
+    limited
+        .merge(watches)
         .layer(axum::middleware::from_fn_with_state(
             state,
             limit::rate_limit,
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(limit::handle_layer_error))
-                .load_shed()
-                .concurrency_limit(config.max_in_flight)
-                .timeout(config.request_timeout),
-        )
         .layer(TraceLayer::new_for_http())
 }
 

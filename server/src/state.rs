@@ -42,4 +42,8 @@ pub struct AppState {
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
+    /// Bumped after every revocation this process commits, so long-polls on
+    /// the revocation URL wake at once; revocations made by another server
+    /// process sharing the database are seen by the long-poll's own re-check.
+    pub revocations: Arc<tokio::sync::watch::Sender<u64>>,
 }

@@ -573,7 +573,56 @@ async fn well_known_documents(backend: Backend) {
     );
 }
 
+/// The revocation URL as a long-poll: a waiting agent hears of the
+/// revocation (and of expiry) without waiting out its poll.
+async fn revocation_long_poll_answers_on_revocation_and_expiry(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let volunteer = node(7);
+    let granted = s.consent(&volunteer).await;
+    let token_id = granted.consent_token.payload.token_id.clone();
+    let watch = format!("/revoke/{token_id}?wait=50");
+    // Without a change, a short wait answers with the active status.
+    let quiet = s
+        .get(&format!("/revoke/{token_id}?wait=1"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(quiet["status"], "active");
+    let started = std::time::Instant::now();
+    let (polled, revoked) = tokio::join!(s.get(&watch), async {
+        tokio::task::yield_now().await;
+        s.signed(
+            &volunteer,
+            &format!("/v1/tokens/{token_id}/revoke"),
+            &json!({"reason": "long-poll test"}),
+        )
+        .await
+    });
+    revoked.expect(StatusCode::OK);
+    let polled = polled.expect(StatusCode::OK);
+    assert_eq!(polled["status"], "revoked");
+    assert_eq!(polled["reason"], "long-poll test");
+    // Far below the 50 s the poll asked for: the revocation woke it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
+
+    // Expiry also ends a long-poll.
+    let other = node(8);
+    let granted = s.consent(&other).await;
+    let token_id = granted.consent_token.payload.token_id.clone();
+    let lifetime = granted.consent_token.payload.expires_at - s.now();
+    let watch = format!("/revoke/{token_id}?wait=50");
+    let (polled, ()) = tokio::join!(s.get(&watch), async {
+        tokio::task::yield_now().await;
+        s.advance(lifetime + 1);
+    });
+    assert_eq!(polled.expect(StatusCode::OK)["status"], "expired");
+
+    // A bad wait is a problem document naming the query.
+    let bad = s.get(&format!("/revoke/{token_id}?wait=soon")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
 both_backends!(
+    revocation_long_poll_answers_on_revocation_and_expiry,
     full_lifecycle,
     renewal_extends_until_grant_end,
     forged_tokens_are_rejected_with_reasons,
