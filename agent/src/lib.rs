@@ -7,3 +7,4 @@ pub mod client;
 pub mod home;
 pub mod journal;
 pub mod words;
+pub mod exec;
