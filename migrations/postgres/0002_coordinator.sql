@@ -14,7 +14,7 @@ CREATE TABLE nodes (
     token_id          TEXT   NOT NULL,
     grant_id          TEXT   NOT NULL,
     token_expires_at  BIGINT NOT NULL,
-    permissions_json  TEXT   NOT NULL,
+    token_payload_json TEXT  NOT NULL,
     profile_json      TEXT   NOT NULL,
     cpu_cores         BIGINT NOT NULL,
     ram_mb            BIGINT NOT NULL,

@@ -489,6 +489,9 @@ pub enum Revoker {
     Operator(String),
     /// Anyone holding the revocation certificate.
     Certificate,
+    /// The coordinator itself (an automatic trigger: the node was excluded
+    /// as Byzantine).
+    System,
 }
 
 impl Revoker {
@@ -497,6 +500,7 @@ impl Revoker {
             Self::Node(_) => "volunteer".into(),
             Self::Operator(name) => format!("operator:{name}"),
             Self::Certificate => "certificate".into(),
+            Self::System => "system".into(),
         }
     }
 }
