@@ -268,6 +268,136 @@ pub fn open_revocation_list(
     })
 }
 
+const ATTESTATION_CONTEXT: &[u8] = b"askee-node-attestation-v1\0";
+const TASK_CONTEXT: &[u8] = b"askee-task-v1\0";
+const TASK_ID_CONTEXT: &[u8] = b"askee-task-id-v1\0";
+const RESULT_CONTEXT: &[u8] = b"askee-result-v1\0";
+
+/// SHA-256 of a system profile's canonical JSON: what an attestation names.
+pub fn profile_digest(profile: &crate::wire::v1::SystemProfile) -> [u8; 32] {
+    sha256(&canonical_json(profile))
+}
+
+/// The bytes a node signs to register: the challenge, the consent token's
+/// id, the profile digest (hex) and the node key, so an attestation cannot
+/// be moved to another challenge, token, profile or node.
+pub fn attestation_bytes(
+    challenge: &str,
+    token_id: &str,
+    profile_digest: &[u8; 32],
+    node_key: &str,
+) -> Vec<u8> {
+    let text = format!(
+        "{challenge}\n{token_id}\n{}\n{node_key}",
+        hex::encode(profile_digest)
+    );
+    with_context(ATTESTATION_CONTEXT, text.as_bytes())
+}
+
+/// Signs a registration attestation with the node key.
+pub fn sign_attestation(
+    key: &SigningKey,
+    challenge: &str,
+    token_id: &str,
+    profile: &crate::wire::v1::SystemProfile,
+) -> String {
+    let node_key = b64::encode(key.verifying_key().as_bytes());
+    let bytes = attestation_bytes(challenge, token_id, &profile_digest(profile), &node_key);
+    b64::encode(key.sign(&bytes).to_bytes())
+}
+
+pub fn verify_attestation(
+    key: &VerifyingKey,
+    challenge: &str,
+    token_id: &str,
+    profile: &crate::wire::v1::SystemProfile,
+    signature: &str,
+) -> Result<(), SignatureError> {
+    let node_key = b64::encode(key.as_bytes());
+    let bytes = attestation_bytes(challenge, token_id, &profile_digest(profile), &node_key);
+    let sig = b64::signature(signature).map_err(|cause| SignatureError::Malformed {
+        field: "signature",
+        cause,
+    })?;
+    key.verify_strict(&bytes, &sig)
+        .map_err(|_| SignatureError::Invalid {
+            what: "attestation",
+        })
+}
+
+/// The canonical bytes of a task statement (what the operator signs).
+pub fn task_statement_bytes(statement: &crate::wire::v1::TaskStatement) -> Vec<u8> {
+    canonical_json(statement)
+}
+
+/// Signs a task statement with the operator's key.
+pub fn sign_task(key: &SigningKey, statement: &crate::wire::v1::TaskStatement) -> String {
+    let bytes = with_context(TASK_CONTEXT, &task_statement_bytes(statement));
+    b64::encode(key.sign(&bytes).to_bytes())
+}
+
+/// Checks an operator's signature over a task statement, and its version.
+pub fn verify_task(
+    key: &VerifyingKey,
+    statement: &crate::wire::v1::TaskStatement,
+    signature: &str,
+) -> Result<(), SignatureError> {
+    if statement.version != crate::wire::v1::TASK_STATEMENT_VERSION {
+        return Err(SignatureError::Version {
+            what: "task statement",
+            found: statement.version.clone(),
+            expected: crate::wire::v1::TASK_STATEMENT_VERSION,
+        });
+    }
+    verify(
+        key,
+        TASK_CONTEXT,
+        &task_statement_bytes(statement),
+        signature,
+        "task statement",
+    )
+}
+
+/// A task's id: lower-case hex SHA-256 of its domain-separated statement
+/// bytes, so one statement is one task however often it is submitted.
+pub fn task_id(statement: &crate::wire::v1::TaskStatement) -> String {
+    hex::encode(sha256(&with_context(
+        TASK_ID_CONTEXT,
+        &task_statement_bytes(statement),
+    )))
+}
+
+fn result_bytes(r: &crate::wire::v1::ResultStatement<'_>) -> Vec<u8> {
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        r.assignment_id,
+        r.task_id,
+        r.node_id,
+        r.status.as_str(),
+        r.result_digest
+    );
+    with_context(RESULT_CONTEXT, text.as_bytes())
+}
+
+/// Signs a result statement with the node key (`node_id` must be that
+/// key's base64url).
+pub fn sign_result(key: &SigningKey, statement: &crate::wire::v1::ResultStatement<'_>) -> String {
+    b64::encode(key.sign(&result_bytes(statement)).to_bytes())
+}
+
+pub fn verify_result(
+    key: &VerifyingKey,
+    statement: &crate::wire::v1::ResultStatement<'_>,
+    signature: &str,
+) -> Result<(), SignatureError> {
+    let sig = b64::signature(signature).map_err(|cause| SignatureError::Malformed {
+        field: "signature",
+        cause,
+    })?;
+    key.verify_strict(&result_bytes(statement), &sig)
+        .map_err(|_| SignatureError::Invalid { what: "result" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +542,86 @@ mod tests {
             ..signed
         };
         assert!(open_revocation_list(&coord.verifying_key(), &swapped).is_err());
+    }
+    fn task_statement() -> TaskStatement {
+        TaskStatement {
+            version: TASK_STATEMENT_VERSION.into(),
+            module_sha256: "00".repeat(32),
+            task_type: "data-processing".into(),
+            inputs: TaskInputs {
+                args: vec!["a".into()],
+                stdin: String::new(),
+                files: Default::default(),
+            },
+            requirements: TaskRequirements {
+                cpu_cores: 1,
+                ram_mb: 64,
+                storage_gb: 0,
+                bandwidth_mbps: 0,
+            },
+            limits: TaskLimits {
+                fuel: 1_000,
+                memory_mb: 64,
+                wall_seconds: 10,
+                cpu_percent: 50,
+            },
+            random_seed: 7,
+            deadline: 100,
+            f: 1,
+            max_replicas: 5,
+            adaptive: false,
+            nonce: "n".into(),
+        }
+    }
+
+    #[test]
+    fn task_signature_binds_the_statement_and_the_id_is_stable() {
+        let op = key(5);
+        let st = task_statement();
+        let sig = sign_task(&op, &st);
+        verify_task(&op.verifying_key(), &st, &sig).unwrap();
+        let mut changed = st.clone();
+        changed.f = 0;
+        assert!(verify_task(&op.verifying_key(), &changed, &sig).is_err());
+        assert_eq!(task_id(&st), task_id(&st.clone()));
+        assert_ne!(task_id(&st), task_id(&changed));
+        // A task signature is not a grant or request signature.
+        assert!(verify_task(&key(6).verifying_key(), &st, &sig).is_err());
+    }
+
+    #[test]
+    fn result_and_attestation_signatures_bind_their_fields() {
+        let node = key(7);
+        let node_id = b64::encode(node.verifying_key().as_bytes());
+        let st = ResultStatement {
+            assignment_id: "a1",
+            task_id: "t1",
+            node_id: &node_id,
+            status: ReportStatus::Completed,
+            result_digest: "ab",
+        };
+        let sig = sign_result(&node, &st);
+        verify_result(&node.verifying_key(), &st, &sig).unwrap();
+        let other = ResultStatement {
+            result_digest: "ac",
+            ..st.clone()
+        };
+        assert!(verify_result(&node.verifying_key(), &other, &sig).is_err());
+        // The same key's attestation signature never verifies as a result.
+        let profile: SystemProfile = serde_json::from_str(
+            r#"{"os":"linux","cpu":{"arch":"x86_64","model":"m","cores":2,"frequency_mhz":0},
+            "memory":{"total_mb":1024,"available_mb":512},"storage":{"free_gb":1,"total_gb":2},
+            "network":{"bandwidth_mbps":0,"metered":null},"gpus":[],
+            "containerSupport":{"isolation":"none","cgroup_version":null,"user_namespaces":false,
+            "seccomp":false,"landlock_abi":null,"wasm":true}}"#,
+        )
+        .unwrap();
+        let att = sign_attestation(&node, "c", "tok", &profile);
+        verify_attestation(&node.verifying_key(), "c", "tok", &profile, &att).unwrap();
+        assert!(verify_attestation(&node.verifying_key(), "d", "tok", &profile, &att).is_err());
+        assert!(verify_result(&node.verifying_key(), &st, &att).is_err());
+        let mut bigger = profile.clone();
+        bigger.cpu.cores = 64;
+        assert!(verify_attestation(&node.verifying_key(), "c", "tok", &bigger, &att).is_err());
     }
 }

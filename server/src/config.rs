@@ -44,6 +44,22 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How often a new audit checkpoint is signed when the log grew.
     pub checkpoint_interval: Duration,
+    /// Nodes send a heartbeat at least this often; three missed ones mark
+    /// the node offline and put its work back.
+    pub heartbeat_interval: Duration,
+    /// How long a replica is leased before it goes back to the pool (a
+    /// heartbeat naming it extends the lease).
+    pub lease_duration: Duration,
+    /// How often leases, silent nodes and deadlines are swept.
+    pub sweep_interval: Duration,
+    /// Evidence that marks a node Byzantine.
+    pub byzantine_policy: askee_core::rules::ByzantinePolicy,
+    /// Adaptive replication thresholds.
+    pub adaptive_policy: askee_core::coord::AdaptivePolicy,
+    /// Largest module upload.
+    pub max_module_bytes: usize,
+    /// Largest task submission body (a batch).
+    pub max_task_body_bytes: usize,
 }
 
 /// The seed's task allowlist (`askee_core::rules::default_task_types`),
@@ -97,6 +113,13 @@ impl Config {
             rate_burst: 400.0,
             max_in_flight: 1024,
             checkpoint_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(30),
+            lease_duration: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(1),
+            byzantine_policy: askee_core::rules::ByzantinePolicy::default(),
+            adaptive_policy: askee_core::coord::AdaptivePolicy::default(),
+            max_module_bytes: 16 * 1024 * 1024,
+            max_task_body_bytes: 16 * 1024 * 1024,
         }
     }
 

@@ -491,6 +491,9 @@ pub enum Revoker {
     Operator(String),
     /// Anyone holding the revocation certificate.
     Certificate,
+    /// The coordinator itself (an automatic trigger: the node was excluded
+    /// as Byzantine).
+    System,
 }
 
 impl Revoker {
@@ -499,6 +502,7 @@ impl Revoker {
             Self::Node(_) => "volunteer".into(),
             Self::Operator(name) => format!("operator:{name}"),
             Self::Certificate => "certificate".into(),
+            Self::System => "system".into(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod consent;
+pub mod coord;
 pub mod extract;
 pub mod keys;
 pub mod limit;
@@ -132,6 +133,7 @@ pub struct Tls {
 /// Serves until the process is stopped (or ctrl-c).
 pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {
     let checkpointer = spawn_checkpointer(state.clone());
+    let sweeper = coord::spawn_sweeper(state.clone());
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
         None => {
@@ -163,5 +165,6 @@ pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Resul
         }
     };
     checkpointer.abort();
+    sweeper.abort();
     result
 }

@@ -48,13 +48,17 @@ impl Metrics {
     }
 
     pub fn count(&self, name: &'static str) {
+        self.add(name, 1);
+    }
+
+    pub fn add(&self, name: &'static str, n: u64) {
         *self
             .inner
             .lock()
             .expect("metrics lock")
             .counters
             .entry(name)
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     pub fn render(&self) -> String {

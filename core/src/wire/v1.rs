@@ -339,3 +339,6 @@ pub struct ContainerCapabilities {
     /// Whether the WebAssembly task runtime is built in.
     pub wasm: bool,
 }
+
+pub mod coord;
+pub use coord::*;

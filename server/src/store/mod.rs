@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
+pub mod coord;
 mod sql;
+
+pub use coord::*;
 
 pub use sql::{SqlStore, open};
 
@@ -179,7 +182,7 @@ pub enum RevokeOutcome {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: CoordinatorStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Answers when the database is reachable (for `/readyz`).

@@ -32,6 +32,8 @@ use super::{
     OperatorRecord, RevokeOutcome, Store, StoreError, StoredAuditEntry, TokenRecord,
 };
 
+mod coord;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 

@@ -1,0 +1,324 @@
+//! Pure decisions of the task coordinator that the seed leaves open: how a
+//! node's counters become the reputation metrics (with bootstrapping), how
+//! long a task runs in whole hours, which network prefix a node counts as
+//! (Sybil diversity), adaptive replication and spot checks, and the
+//! validation of an operator's task statement.
+
+use crate::rules::{ReputationMetrics, TaskFacts, TaskRequirements, VerificationPolicy};
+use crate::validate::FieldError;
+use crate::wire::v1::{TASK_STATEMENT_VERSION, TaskStatement};
+
+/// Results a node must have judged before its rates stop being padded: a
+/// new node earns eligibility through this many bootstrapping challenges
+/// (tasks with known answers) or verified replicas.
+pub const BOOTSTRAP_RESULTS: u64 = 3;
+
+/// A node's counters as the coordinator keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NodeCounters {
+    /// Replicas leased to the node.
+    pub assigned: u64,
+    /// Replicas it reported as completed.
+    pub completed: u64,
+    /// Results that agreed with the accepted quorum or a known answer.
+    pub agreed: u64,
+    /// Results that disagreed.
+    pub wrong: u64,
+    /// Heartbeats received.
+    pub heartbeats: u64,
+    /// Seconds since registration.
+    pub age_seconds: u64,
+    /// Expected heartbeat interval in seconds.
+    pub heartbeat_interval: u64,
+    /// Whether the node is active now.
+    pub active: bool,
+}
+
+/// The four rates of `node_reputation` from a node's counters. Rates are
+/// padded to [`BOOTSTRAP_RESULTS`] judged results, so a new node starts
+/// below every task type's floor and climbs by producing verified results;
+/// heartbeats count against the number expected since registration.
+pub fn reputation_metrics(c: &NodeCounters) -> ReputationMetrics {
+    let rate = |num: u64, den: u64| -> f64 {
+        if den == 0 {
+            0.0
+        } else {
+            (num as f64 / den as f64).clamp(0.0, 1.0)
+        }
+    };
+    let judged = c.agreed + c.wrong;
+    let expected_beats = (c.age_seconds / c.heartbeat_interval.max(1)).max(1);
+    ReputationMetrics {
+        completion_rate: rate(c.completed, c.assigned.max(BOOTSTRAP_RESULTS)),
+        accuracy_rate: rate(c.agreed, judged.max(BOOTSTRAP_RESULTS)),
+        uptime_rate: rate(c.heartbeats.max(1), expected_beats),
+        participation_rate: if c.active { 1.0 } else { 0.0 },
+    }
+}
+
+/// Whole hours a task may run (its wall-clock limit, rounded up, at least 1).
+pub fn duration_hours(wall_seconds: u64) -> u32 {
+    u32::try_from(wall_seconds.div_ceil(3600).max(1)).unwrap_or(u32::MAX)
+}
+
+/// What eligibility rules see of a task statement.
+pub fn task_facts(statement: &TaskStatement) -> TaskFacts {
+    TaskFacts {
+        task_type: statement.task_type.clone(),
+        duration_hours: duration_hours(statement.limits.wall_seconds),
+        requirements: TaskRequirements {
+            cpu_cores: statement.requirements.cpu_cores,
+            cpu_percent: statement.limits.cpu_percent,
+            ram_mb: statement
+                .requirements
+                .ram_mb
+                .max(statement.limits.memory_mb),
+            storage_gb: statement.requirements.storage_gb,
+            bandwidth_mbps: statement.requirements.bandwidth_mbps,
+        },
+    }
+}
+
+/// The network a node counts as for replica diversity: the /24 of an IPv4
+/// address, the /48 of an IPv6 one.
+pub fn network_prefix(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_prefix(std::net::IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+    }
+}
+
+/// Adaptive replication (BOINC's scheme with spot checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AdaptivePolicy {
+    /// Consecutive valid results before a node is ever trusted alone.
+    pub min_streak: u64,
+    /// Share of single-replica tasks (millionths) that are still fully
+    /// replicated as a spot check, however long the record.
+    pub spot_check_micros: u32,
+}
+
+impl Default for AdaptivePolicy {
+    fn default() -> Self {
+        Self {
+            min_streak: 10,
+            spot_check_micros: 50_000,
+        }
+    }
+}
+
+/// The decision for an adaptive task's first replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Replication {
+    /// Replicate fully: `2f+1` replicas and the usual quorum.
+    Full,
+    /// Trust the leasing node's result alone.
+    Single,
+}
+
+/// Decides whether an adaptive task is given to a node alone. The chance of
+/// full replication is `min_streak / streak` (falling as the record grows),
+/// never below the spot-check share; below `min_streak` it is always full.
+/// `random` is a uniformly random number the caller draws.
+pub fn adaptive_replication(policy: &AdaptivePolicy, streak: u64, random: u64) -> Replication {
+    if streak < policy.min_streak.max(1) {
+        return Replication::Full;
+    }
+    let micros = 1_000_000u64;
+    let replicate = (policy.min_streak.max(1) * micros / streak)
+        .max(u64::from(policy.spot_check_micros))
+        .min(micros);
+    if random % micros < replicate {
+        Replication::Full
+    } else {
+        Replication::Single
+    }
+}
+
+/// The verification policy of a task: `f` and its cap, or `f = 0` with one
+/// replica when adaptive replication trusted a node alone.
+pub fn verification_policy(f: u32, max_replicas: u32, trusted_single: bool) -> VerificationPolicy {
+    if trusted_single {
+        VerificationPolicy {
+            f: 0,
+            max_replicas: 1,
+        }
+    } else {
+        VerificationPolicy { f, max_replicas }
+    }
+}
+
+/// Most Byzantine replicas one task may tolerate; bounds the replica count.
+pub const MAX_F: u32 = 10;
+
+/// Checks an operator's task statement field by field.
+pub fn validate_statement(
+    s: &TaskStatement,
+    task_types: &[&str],
+    now: i64,
+    prefix: &str,
+) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let mut err = |field: &str, problem: String| {
+        out.push(FieldError {
+            field: format!("{prefix}{field}"),
+            problem,
+        })
+    };
+    if s.version != TASK_STATEMENT_VERSION {
+        err(
+            "version",
+            format!("must be {TASK_STATEMENT_VERSION:?}, got {:?}", s.version),
+        );
+    }
+    if s.module_sha256.len() != 64
+        || !s
+            .module_sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        err(
+            "module_sha256",
+            "must be 64 lower-case hex digits".to_owned(),
+        );
+    }
+    if !task_types.contains(&s.task_type.as_str()) {
+        err(
+            "task_type",
+            format!(
+                "{:?} is not offered; offered: {}",
+                s.task_type,
+                task_types.join(", ")
+            ),
+        );
+    }
+    if s.f > MAX_F {
+        err("f", format!("must be at most {MAX_F}, got {}", s.f));
+    }
+    let min = 2 * s.f.min(MAX_F) + 1;
+    if s.max_replicas < min || s.max_replicas > 4 * MAX_F + 1 {
+        err(
+            "max_replicas",
+            format!(
+                "must be from 2f+1 = {min} to {}, got {}",
+                4 * MAX_F + 1,
+                s.max_replicas
+            ),
+        );
+    }
+    if s.deadline <= now {
+        err(
+            "deadline",
+            format!("must be in the future (now is {now}), got {}", s.deadline),
+        );
+    }
+    if !(1..=100).contains(&s.limits.cpu_percent) {
+        err(
+            "limits.cpu_percent",
+            format!("must be from 1 to 100, got {}", s.limits.cpu_percent),
+        );
+    }
+    for (field, value) in [
+        ("limits.fuel", s.limits.fuel),
+        ("limits.memory_mb", s.limits.memory_mb),
+        ("limits.wall_seconds", s.limits.wall_seconds),
+    ] {
+        if value == 0 {
+            err(field, "must be positive".to_owned());
+        }
+    }
+    if s.nonce.is_empty() || s.nonce.len() > 128 {
+        err("nonce", "must be 1 to 128 characters".to_owned());
+    }
+    for name in s.inputs.files.keys() {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+        {
+            err(
+                &format!("inputs.files.{name}"),
+                "must be a relative path without . or .. parts".to_owned(),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Reputation, node_reputation};
+
+    #[test]
+    fn new_nodes_start_below_every_floor_and_earn_eligibility() {
+        let mut c = NodeCounters {
+            heartbeats: 1,
+            age_seconds: 0,
+            heartbeat_interval: 10,
+            active: true,
+            ..Default::default()
+        };
+        let fresh = node_reputation(&reputation_metrics(&c)).unwrap();
+        assert!(fresh < Reputation::from_f64(0.5).unwrap(), "{fresh:?}");
+        c.assigned = 3;
+        c.completed = 3;
+        c.agreed = 3;
+        let earned = node_reputation(&reputation_metrics(&c)).unwrap();
+        assert_eq!(earned, Reputation::MAX);
+        c.assigned = 4;
+        c.completed = 4;
+        c.wrong = 1;
+        let dented = node_reputation(&reputation_metrics(&c)).unwrap();
+        assert!(dented < earned);
+    }
+
+    #[test]
+    fn adaptive_replication_trusts_only_long_records_and_keeps_spot_checks() {
+        let p = AdaptivePolicy::default();
+        for r in 0..1000 {
+            assert_eq!(adaptive_replication(&p, 9, r * 997), Replication::Full);
+        }
+        let singles = |streak| {
+            (0..10_000u64)
+                .filter(|r| {
+                    adaptive_replication(&p, streak, r.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                        == Replication::Single
+                })
+                .count()
+        };
+        let at20 = singles(20);
+        let at1000 = singles(1000);
+        assert!(at20 < at1000, "{at20} < {at1000}");
+        // Spot checks: never more than 95% single.
+        assert!(at1000 <= 9_550, "{at1000}");
+    }
+
+    #[test]
+    fn prefixes_group_neighbours() {
+        let a = network_prefix("10.1.2.3".parse().unwrap());
+        let b = network_prefix("10.1.2.200".parse().unwrap());
+        let c = network_prefix("10.1.3.3".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            network_prefix("2001:db8:1:2::1".parse().unwrap()),
+            "2001:db8:1::/48"
+        );
+    }
+
+    #[test]
+    fn duration_rounds_up() {
+        assert_eq!(duration_hours(0), 1);
+        assert_eq!(duration_hours(3600), 1);
+        assert_eq!(duration_hours(3601), 2);
+    }
+}

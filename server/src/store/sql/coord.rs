@@ -1,0 +1,1506 @@
+//! SQL implementation of [`CoordinatorStore`] for both backends.
+//!
+//! Row locks: PostgreSQL locks task rows with `FOR UPDATE` (lease candidates
+//! with `FOR UPDATE SKIP LOCKED`, so concurrent servers never wait on each
+//! other's candidates and never lease one replica twice); SQLite write
+//! transactions are exclusive already.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use askee_core::coord::{NodeCounters, reputation_metrics, verification_policy};
+use askee_core::rules::{
+    ByzantineEvidence, ByzantinePolicy, QuorumDecision, ReplicaResult, byzantine_node_excluded,
+    consensus, node_reputation,
+};
+use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
+
+use super::{SqlStore, append_in, db, to_i64};
+use crate::store::{
+    AssignmentRecord, AssignmentState, AuditDraft, Backend, CoordinatorStore, Exclusion,
+    LeaseChoice, LeaseQuery, NodeRecord, NodeStats, ResultInput, ResultOutcome, StoreError,
+    SweepReport, TaskRecord,
+};
+
+const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, token_payload_json, \
+     profile_json, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, owner, network_prefix, state, \
+     registered_at, last_heartbeat, heartbeats, assigned, completed, failed, agreed, wrong, \
+     invalid_signatures, consensus_failures, streak, reputation_micros, exclusion_reason";
+
+const TASK_COLUMNS: &str = "task_id, operator, operator_key, statement_json, signature, \
+     module_sha256, task_type, duration_hours, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, f, \
+     max_replicas, adaptive, known_digest, deadline, state, replicas_wanted, replicas_active, \
+     replicas_total, results_received, trusted_node, accepted_digest, reason, audit_index, \
+     created_ms, updated_ms";
+
+const ASSIGNMENT_COLUMNS: &str = "assignment_id, task_id, node_key, state, leased_at, \
+     lease_expires_at, status, result_digest, signature, exit_code, stdout, failure, verdict, \
+     reported_at_ms";
+
+fn corrupt(what: String, detail: String) -> StoreError {
+    StoreError::Corrupt { what, detail }
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn node_from(row: &AnyRow, op: &'static str) -> Result<NodeRecord, StoreError> {
+    let g = |c: &str| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err(db(op)) };
+    let node_key: String = row.try_get("node_key").map_err(db(op))?;
+    let state: String = row.try_get("state").map_err(db(op))?;
+    let state = NodeState::parse(&state)
+        .ok_or_else(|| corrupt(format!("node {node_key}"), format!("state {state:?}")))?;
+    Ok(NodeRecord {
+        token_id: row.try_get("token_id").map_err(db(op))?,
+        grant_id: row.try_get("grant_id").map_err(db(op))?,
+        token_expires_at: g("token_expires_at")?,
+        token_payload_json: row.try_get("token_payload_json").map_err(db(op))?,
+        profile_json: row.try_get("profile_json").map_err(db(op))?,
+        cpu_cores: u32_of(g("cpu_cores")?),
+        ram_mb: u(g("ram_mb")?),
+        storage_gb: u(g("storage_gb")?),
+        bandwidth_mbps: u(g("bandwidth_mbps")?),
+        owner: row.try_get("owner").map_err(db(op))?,
+        network_prefix: row.try_get("network_prefix").map_err(db(op))?,
+        state,
+        registered_at: g("registered_at")?,
+        last_heartbeat: g("last_heartbeat")?,
+        stats: NodeStats {
+            heartbeats: u(g("heartbeats")?),
+            assigned: u(g("assigned")?),
+            completed: u(g("completed")?),
+            failed: u(g("failed")?),
+            agreed: u(g("agreed")?),
+            wrong: u(g("wrong")?),
+            invalid_signatures: u(g("invalid_signatures")?),
+            consensus_failures: u(g("consensus_failures")?),
+            streak: u(g("streak")?),
+        },
+        reputation_micros: u32_of(g("reputation_micros")?),
+        exclusion_reason: row.try_get("exclusion_reason").map_err(db(op))?,
+        node_key,
+    })
+}
+
+fn task_from(row: &AnyRow, op: &'static str) -> Result<TaskRecord, StoreError> {
+    let g = |c: &str| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err(db(op)) };
+    let task_id: String = row.try_get("task_id").map_err(db(op))?;
+    let state: String = row.try_get("state").map_err(db(op))?;
+    let state = TaskState::parse(&state)
+        .ok_or_else(|| corrupt(format!("task {task_id}"), format!("state {state:?}")))?;
+    let audit_index: Option<i64> = row.try_get("audit_index").map_err(db(op))?;
+    Ok(TaskRecord {
+        operator: row.try_get("operator").map_err(db(op))?,
+        operator_key: row.try_get("operator_key").map_err(db(op))?,
+        statement_json: row.try_get("statement_json").map_err(db(op))?,
+        signature: row.try_get("signature").map_err(db(op))?,
+        module_sha256: row.try_get("module_sha256").map_err(db(op))?,
+        task_type: row.try_get("task_type").map_err(db(op))?,
+        duration_hours: u32_of(g("duration_hours")?),
+        cpu_cores: u32_of(g("cpu_cores")?),
+        ram_mb: u(g("ram_mb")?),
+        storage_gb: u(g("storage_gb")?),
+        bandwidth_mbps: u(g("bandwidth_mbps")?),
+        f: u32_of(g("f")?),
+        max_replicas: u32_of(g("max_replicas")?),
+        adaptive: g("adaptive")? != 0,
+        known_digest: row.try_get("known_digest").map_err(db(op))?,
+        deadline: g("deadline")?,
+        state,
+        replicas_wanted: u32_of(g("replicas_wanted")?),
+        replicas_active: u32_of(g("replicas_active")?),
+        replicas_total: u32_of(g("replicas_total")?),
+        results_received: u32_of(g("results_received")?),
+        trusted_node: row.try_get("trusted_node").map_err(db(op))?,
+        accepted_digest: row.try_get("accepted_digest").map_err(db(op))?,
+        reason: row.try_get("reason").map_err(db(op))?,
+        audit_index: audit_index.map(u),
+        created_ms: g("created_ms")?,
+        updated_ms: g("updated_ms")?,
+        task_id,
+    })
+}
+
+fn assignment_from(row: &AnyRow, op: &'static str) -> Result<AssignmentRecord, StoreError> {
+    let id: String = row.try_get("assignment_id").map_err(db(op))?;
+    let state: String = row.try_get("state").map_err(db(op))?;
+    let state = AssignmentState::parse(&state)
+        .ok_or_else(|| corrupt(format!("assignment {id}"), format!("state {state:?}")))?;
+    let status: Option<String> = row.try_get("status").map_err(db(op))?;
+    let status = match status.as_deref() {
+        None => None,
+        Some("completed") => Some(ReportStatus::Completed),
+        Some("failed") => Some(ReportStatus::Failed),
+        Some(other) => {
+            return Err(corrupt(
+                format!("assignment {id}"),
+                format!("status {other:?}"),
+            ));
+        }
+    };
+    let exit_code: Option<i64> = row.try_get("exit_code").map_err(db(op))?;
+    Ok(AssignmentRecord {
+        task_id: row.try_get("task_id").map_err(db(op))?,
+        node_key: row.try_get("node_key").map_err(db(op))?,
+        state,
+        leased_at: row.try_get("leased_at").map_err(db(op))?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(db(op))?,
+        status,
+        result_digest: row.try_get("result_digest").map_err(db(op))?,
+        signature: row.try_get("signature").map_err(db(op))?,
+        exit_code: exit_code.map(|c| c as i32),
+        stdout: row.try_get("stdout").map_err(db(op))?,
+        failure: row.try_get("failure").map_err(db(op))?,
+        verdict: row.try_get("verdict").map_err(db(op))?,
+        reported_at_ms: row.try_get("reported_at_ms").map_err(db(op))?,
+        assignment_id: id,
+    })
+}
+
+async fn load_node(
+    conn: &mut AnyConnection,
+    node_key: &str,
+    lock: &str,
+    op: &'static str,
+) -> Result<Option<NodeRecord>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE node_key = $1{lock}"
+    ))
+    .bind(node_key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    row.map(|r| node_from(&r, op)).transpose()
+}
+
+async fn load_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    lock: &str,
+    op: &'static str,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1{lock}"
+    ))
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    row.map(|r| task_from(&r, op)).transpose()
+}
+
+async fn load_assignments(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    op: &'static str,
+) -> Result<Vec<AssignmentRecord>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE task_id = $1 \
+         ORDER BY leased_at, assignment_id"
+    ))
+    .bind(task_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    rows.iter().map(|r| assignment_from(r, op)).collect()
+}
+
+/// Writes a node's counters back, recomputes its reputation and excludes it
+/// when the evidence says so. Returns the exclusion when it is new.
+async fn save_node_stats(
+    conn: &mut AnyConnection,
+    node: &NodeRecord,
+    now: i64,
+    now_ms: i64,
+    heartbeat_interval: u64,
+    policy: &ByzantinePolicy,
+    op: &'static str,
+) -> Result<Option<Exclusion>, StoreError> {
+    let s = &node.stats;
+    let evidence = ByzantineEvidence {
+        wrong_results: s.wrong.min(u64::from(u32::MAX)) as u32,
+        invalid_signatures: s.invalid_signatures.min(u64::from(u32::MAX)) as u32,
+        policy_violations: 0,
+        consensus_failures: s.consensus_failures.min(u64::from(u32::MAX)) as u32,
+        malicious_patterns: 0,
+    };
+    let already = node.state == NodeState::Byzantine;
+    let exclusion = byzantine_node_excluded(already, &evidence, policy);
+    let (state, reputation, reason) = match &exclusion {
+        Some(e) => {
+            let reason = if already {
+                node.exclusion_reason.clone()
+            } else {
+                Some(format!(
+                    "{:?} (wrong results {}, invalid signatures {}, failed quorums {})",
+                    e.causes, s.wrong, s.invalid_signatures, s.consensus_failures
+                ))
+            };
+            (NodeState::Byzantine, 0, reason)
+        }
+        None => {
+            let counters = NodeCounters {
+                assigned: s.assigned,
+                completed: s.completed,
+                agreed: s.agreed,
+                wrong: s.wrong,
+                heartbeats: s.heartbeats,
+                age_seconds: u(now - node.registered_at),
+                heartbeat_interval,
+                active: node.state == NodeState::Active,
+            };
+            let rep = node_reputation(&reputation_metrics(&counters))
+                .map(|r| r.micros())
+                .unwrap_or(0);
+            (node.state, rep, node.exclusion_reason.clone())
+        }
+    };
+    sqlx::query(
+        "UPDATE nodes SET assigned = $2, completed = $3, failed = $4, agreed = $5, wrong = $6, \
+         invalid_signatures = $7, consensus_failures = $8, streak = $9, reputation_micros = $10, \
+         state = $11, exclusion_reason = $12 WHERE node_key = $1",
+    )
+    .bind(&node.node_key)
+    .bind(to_i64(s.assigned))
+    .bind(to_i64(s.completed))
+    .bind(to_i64(s.failed))
+    .bind(to_i64(s.agreed))
+    .bind(to_i64(s.wrong))
+    .bind(to_i64(s.invalid_signatures))
+    .bind(to_i64(s.consensus_failures))
+    .bind(to_i64(s.streak))
+    .bind(i64::from(reputation))
+    .bind(state.as_str())
+    .bind(&reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    if exclusion.is_some() && !already {
+        let reason = reason.unwrap_or_default();
+        // Outstanding leases of an excluded node go back to the pool.
+        expire_node_leases(conn, &node.node_key, now, op).await?;
+        append_in(
+            conn,
+            backend_of_conn(conn),
+            vec![AuditDraft {
+                timestamp_ms: now_ms,
+                kind: "node.byzantine".into(),
+                subject: node.node_key.clone(),
+                data: serde_json::json!({
+                    "reason": reason,
+                    "token_id": node.token_id,
+                    "grant_id": node.grant_id,
+                    "wrong_results": s.wrong,
+                    "invalid_signatures": s.invalid_signatures,
+                    "consensus_failures": s.consensus_failures,
+                }),
+            }],
+        )
+        .await?;
+        return Ok(Some(Exclusion {
+            node_key: node.node_key.clone(),
+            token_id: node.token_id.clone(),
+            reason,
+        }));
+    }
+    Ok(None)
+}
+
+fn backend_of_conn(conn: &AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("postgres")
+        || conn.backend_name().eq_ignore_ascii_case("postgresql")
+    {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+/// Puts one live lease back: the replica no longer counts for its task.
+async fn expire_assignment(
+    conn: &mut AnyConnection,
+    a_id: &str,
+    task_id: &str,
+    node_key: &str,
+    op: &'static str,
+) -> Result<bool, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE assignments SET state = 'expired' WHERE assignment_id = $1 AND state = 'leased'",
+    )
+    .bind(a_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(op))?
+    .rows_affected();
+    if changed == 1 {
+        // An adaptive single replica that is lost falls back to full
+        // replication.
+        sqlx::query(
+            "UPDATE tasks SET replicas_active = replicas_active - 1, \
+             replicas_wanted = CASE WHEN trusted_node = $2 THEN 2 * f + 1 ELSE replicas_wanted END, \
+             trusted_node = CASE WHEN trusted_node = $2 THEN NULL ELSE trusted_node END \
+             WHERE task_id = $1",
+        )
+        .bind(task_id)
+        .bind(node_key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(op))?;
+    }
+    Ok(changed == 1)
+}
+
+async fn expire_node_leases(
+    conn: &mut AnyConnection,
+    node_key: &str,
+    _now: i64,
+    op: &'static str,
+) -> Result<u64, StoreError> {
+    let rows = sqlx::query(
+        "SELECT assignment_id, task_id FROM assignments WHERE node_key = $1 AND state = 'leased'",
+    )
+    .bind(node_key)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    let mut n = 0;
+    for r in rows {
+        let a: String = r.try_get("assignment_id").map_err(db(op))?;
+        let t: String = r.try_get("task_id").map_err(db(op))?;
+        if expire_assignment(conn, &a, &t, node_key, op).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+impl SqlStore {
+    fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// The quorum step for one task inside a result transaction.
+async fn decide(
+    conn: &mut AnyConnection,
+    task: &mut TaskRecord,
+    input: &ResultInput,
+    touched: &mut BTreeMap<String, NodeRecord>,
+    lock: &str,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let now_ms = input.now_ms;
+    let assignments = load_assignments(conn, &task.task_id, op).await?;
+    let reported: Vec<&AssignmentRecord> = assignments
+        .iter()
+        .filter(|a| {
+            a.state == AssignmentState::Reported && a.status == Some(ReportStatus::Completed)
+        })
+        .collect();
+    // Results judged wrong against a known answer never count.
+    let counted: Vec<&AssignmentRecord> = reported
+        .iter()
+        .copied()
+        .filter(|a| a.verdict.as_deref() != Some("wrong"))
+        .collect();
+    let known_wrong = (reported.len() - counted.len()) as u32;
+    let mut digests = Vec::with_capacity(counted.len());
+    for a in &counted {
+        let text = a.result_digest.clone().unwrap_or_default();
+        let bytes: [u8; 32] = hex::decode(&text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 32]);
+        digests.push(bytes);
+    }
+    let results: Vec<ReplicaResult<'_>> = counted
+        .iter()
+        .zip(&digests)
+        .map(|(a, d)| ReplicaResult {
+            node_id: &a.node_key,
+            digest: *d,
+        })
+        .collect();
+    let policy = verification_policy(task.f, task.max_replicas, task.trusted_node.is_some());
+    let assigned = task.replicas_wanted.saturating_sub(known_wrong);
+    let decision = consensus(&policy, assigned, &results);
+    let mut fail_reason = None;
+    match decision {
+        QuorumDecision::Waiting { .. } => {}
+        QuorumDecision::AddReplicas { count } => {
+            let cap = task.max_replicas.max(policy.min_replicas());
+            let wanted = (task.replicas_wanted + count).min(cap + known_wrong);
+            if wanted > task.replicas_wanted && task.replicas_total < cap + known_wrong {
+                task.replicas_wanted = wanted;
+            } else {
+                fail_reason = Some(format!(
+                    "no quorum of {} agreeing results within {} replicas",
+                    policy.threshold(),
+                    cap
+                ));
+            }
+        }
+        QuorumDecision::Failed {
+            distinct_digests,
+            best_agreement,
+            conflicting,
+        } => {
+            fail_reason = Some(if conflicting {
+                format!(
+                    "conflicting quorums: {distinct_digests} digests, more than f = {} byzantine replicas",
+                    task.f
+                )
+            } else {
+                format!(
+                    "no quorum: best agreement {best_agreement} of {} needed, {distinct_digests} distinct digests",
+                    policy.threshold()
+                )
+            });
+        }
+        QuorumDecision::Accepted { digest, agreeing } => {
+            let accepted = hex::encode(digest);
+            // A trusted single result is checked against a known answer when
+            // there is one (spot check); a mismatch is already excluded above.
+            for a in &reported {
+                if a.verdict.is_some() {
+                    continue;
+                }
+                let ok = a.result_digest.as_deref() == Some(accepted.as_str());
+                judge(conn, a, ok, touched, lock, op).await?;
+            }
+            sqlx::query(
+                "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
+            )
+            .bind(&task.task_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(op))?;
+            let evidence: Vec<serde_json::Value> = reported
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "assignment_id": a.assignment_id,
+                        "node_id": a.node_key,
+                        "result_digest": a.result_digest,
+                        "signature": a.signature,
+                    })
+                })
+                .collect();
+            let idx = append_in(
+                conn,
+                backend_of_conn(conn),
+                vec![AuditDraft {
+                    timestamp_ms: now_ms,
+                    kind: "task.verified".into(),
+                    subject: task.task_id.clone(),
+                    data: serde_json::json!({
+                        "digest": accepted,
+                        "agreeing": agreeing,
+                        "f": policy.f,
+                        "replicas": reported.len(),
+                        "evidence": evidence,
+                    }),
+                }],
+            )
+            .await?;
+            task.state = TaskState::Verified;
+            task.accepted_digest = Some(accepted);
+            task.audit_index = idx.first().copied();
+        }
+    }
+    if let Some(reason) = fail_reason {
+        for a in &reported {
+            let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
+            node.stats.consensus_failures += 1;
+        }
+        let idx = append_in(
+            conn,
+            backend_of_conn(conn),
+            vec![AuditDraft {
+                timestamp_ms: now_ms,
+                kind: "task.failed".into(),
+                subject: task.task_id.clone(),
+                data: serde_json::json!({
+                    "reason": reason,
+                    "evidence": reported.iter().map(|a| serde_json::json!({
+                        "assignment_id": a.assignment_id,
+                        "node_id": a.node_key,
+                        "result_digest": a.result_digest,
+                        "signature": a.signature,
+                    })).collect::<Vec<_>>(),
+                }),
+            }],
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
+        )
+        .bind(&task.task_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(op))?;
+        task.state = TaskState::Failed;
+        task.reason = Some(reason);
+        task.audit_index = idx.first().copied();
+    }
+    Ok(())
+}
+
+async fn node_entry<'m>(
+    conn: &mut AnyConnection,
+    touched: &'m mut BTreeMap<String, NodeRecord>,
+    node_key: &str,
+    lock: &str,
+    op: &'static str,
+) -> Result<&'m mut NodeRecord, StoreError> {
+    if !touched.contains_key(node_key) {
+        let node = load_node(conn, node_key, lock, op)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("node {node_key}"),
+            })?;
+        touched.insert(node_key.to_owned(), node);
+    }
+    Ok(touched.get_mut(node_key).expect("inserted above"))
+}
+
+/// Marks one result agreed or wrong and updates its node's record.
+async fn judge(
+    conn: &mut AnyConnection,
+    a: &AssignmentRecord,
+    ok: bool,
+    touched: &mut BTreeMap<String, NodeRecord>,
+    lock: &str,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE assignments SET verdict = $2 WHERE assignment_id = $1")
+        .bind(&a.assignment_id)
+        .bind(if ok { "agreed" } else { "wrong" })
+        .execute(&mut *conn)
+        .await
+        .map_err(db(op))?;
+    let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
+    if ok {
+        node.stats.agreed += 1;
+        node.stats.streak += 1;
+    } else {
+        node.stats.wrong += 1;
+        node.stats.streak = 0;
+    }
+    Ok(())
+}
+
+async fn save_task_progress(
+    conn: &mut AnyConnection,
+    t: &TaskRecord,
+    now_ms: i64,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tasks SET state = $2, replicas_wanted = $3, replicas_active = $4, \
+         results_received = $5, trusted_node = $6, accepted_digest = $7, reason = $8, \
+         audit_index = $9, updated_ms = $10 WHERE task_id = $1",
+    )
+    .bind(&t.task_id)
+    .bind(t.state.as_str())
+    .bind(i64::from(t.replicas_wanted))
+    .bind(i64::from(t.replicas_active))
+    .bind(i64::from(t.results_received))
+    .bind(&t.trusted_node)
+    .bind(&t.accepted_digest)
+    .bind(&t.reason)
+    .bind(t.audit_index.map(to_i64))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
+#[async_trait]
+impl CoordinatorStore for SqlStore {
+    async fn create_challenge(
+        &self,
+        challenge: &str,
+        node_key: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "create challenge";
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            sqlx::query("INSERT INTO node_challenges (challenge, node_key, expires_at) VALUES ($1, $2, $3)")
+                .bind(challenge)
+                .bind(node_key)
+                .bind(expires_at)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?;
+            Ok(())
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn take_challenge(
+        &self,
+        challenge: &str,
+        node_key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "take challenge";
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            sqlx::query("DELETE FROM node_challenges WHERE expires_at < $1")
+                .bind(now)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?;
+            let n = sqlx::query(
+                "DELETE FROM node_challenges WHERE challenge = $1 AND node_key = $2 AND expires_at >= $3",
+            )
+            .bind(challenge)
+            .bind(node_key)
+            .bind(now)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?
+            .rows_affected();
+            Ok(n == 1)
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn register_node(
+        &self,
+        n: &NodeRecord,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "register node";
+        let lock = self.for_update();
+        let backend = self.backend;
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let existing = load_node(w.conn(), &n.node_key, lock, OP).await?;
+            match existing {
+                Some(e) if e.state == NodeState::Byzantine => {
+                    return Err(StoreError::Conflict {
+                        what: format!(
+                            "node {} was excluded as byzantine: {}",
+                            n.node_key,
+                            e.exclusion_reason.unwrap_or_default()
+                        ),
+                    });
+                }
+                Some(_) => {
+                    sqlx::query(
+                        "UPDATE nodes SET token_id = $2, grant_id = $3, token_expires_at = $4, \
+                         token_payload_json = $5, profile_json = $6, cpu_cores = $7, ram_mb = $8, \
+                         storage_gb = $9, bandwidth_mbps = $10, owner = $11, network_prefix = $12, \
+                         state = 'active', last_heartbeat = $13, heartbeats = heartbeats + 1 \
+                         WHERE node_key = $1",
+                    )
+                    .bind(&n.node_key)
+                    .bind(&n.token_id)
+                    .bind(&n.grant_id)
+                    .bind(n.token_expires_at)
+                    .bind(&n.token_payload_json)
+                    .bind(&n.profile_json)
+                    .bind(i64::from(n.cpu_cores))
+                    .bind(to_i64(n.ram_mb))
+                    .bind(to_i64(n.storage_gb))
+                    .bind(to_i64(n.bandwidth_mbps))
+                    .bind(&n.owner)
+                    .bind(&n.network_prefix)
+                    .bind(n.last_heartbeat)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                }
+                None => {
+                    sqlx::query(&format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                         $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, 0, 0, 0, 0, 0, 0, 0, $17, NULL)"
+                    ))
+                    .bind(&n.node_key)
+                    .bind(&n.token_id)
+                    .bind(&n.grant_id)
+                    .bind(n.token_expires_at)
+                    .bind(&n.token_payload_json)
+                    .bind(&n.profile_json)
+                    .bind(i64::from(n.cpu_cores))
+                    .bind(to_i64(n.ram_mb))
+                    .bind(to_i64(n.storage_gb))
+                    .bind(to_i64(n.bandwidth_mbps))
+                    .bind(&n.owner)
+                    .bind(&n.network_prefix)
+                    .bind(NodeState::Active.as_str())
+                    .bind(n.registered_at)
+                    .bind(n.last_heartbeat)
+                    .bind(1i64)
+                    .bind(i64::from(n.reputation_micros))
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                }
+            }
+            append_in(w.conn(), backend, vec![audit]).await?;
+            Ok(())
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn node(&self, node_key: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db("read node"))?;
+        load_node(&mut conn, node_key, "", "read node").await
+    }
+
+    async fn heartbeat(
+        &self,
+        node_key: &str,
+        now: i64,
+        running: &[String],
+        lease_expires_at: i64,
+    ) -> Result<(NodeState, Vec<String>), StoreError> {
+        const OP: &str = "heartbeat";
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            sqlx::query(
+                "UPDATE nodes SET last_heartbeat = $2, heartbeats = heartbeats + 1, \
+                 state = CASE WHEN state = 'offline' THEN 'active' ELSE state END \
+                 WHERE node_key = $1",
+            )
+            .bind(node_key)
+            .bind(now)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?;
+            let node = load_node(w.conn(), node_key, "", OP)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("node {node_key}"),
+                })?;
+            let mut abandon = Vec::new();
+            for id in running {
+                let live = node.state == NodeState::Active
+                    && sqlx::query(
+                        "UPDATE assignments SET lease_expires_at = $3 WHERE assignment_id = $1 \
+                         AND node_key = $2 AND state = 'leased' AND EXISTS (SELECT 1 FROM tasks t \
+                         WHERE t.task_id = assignments.task_id AND t.state = 'pending')",
+                    )
+                    .bind(id)
+                    .bind(node_key)
+                    .bind(lease_expires_at)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?
+                    .rows_affected()
+                        == 1;
+                if !live {
+                    abandon.push(id.clone());
+                }
+            }
+            Ok((node.state, abandon))
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn add_operator_key(
+        &self,
+        operator: &str,
+        public_key: &str,
+        now: i64,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "add operator key";
+        let backend = self.backend;
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT operator FROM operator_keys WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+            match existing {
+                Some(owner) if owner == operator => return Ok(()),
+                Some(_) => {
+                    return Err(StoreError::Conflict {
+                        what: "the key is registered to another operator".into(),
+                    });
+                }
+                None => {}
+            }
+            sqlx::query(
+                "INSERT INTO operator_keys (public_key, operator, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(public_key)
+            .bind(operator)
+            .bind(now)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?;
+            append_in(w.conn(), backend, vec![audit]).await?;
+            Ok(())
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn operator_of_key(&self, public_key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT operator FROM operator_keys WHERE public_key = $1")
+            .bind(public_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read operator key"))
+    }
+
+    async fn put_module(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+        operator: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "store module";
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let n = sqlx::query(
+                "INSERT INTO modules (sha256, bytes, size_bytes, operator, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(sha256)
+            .bind(bytes.to_vec())
+            .bind(bytes.len() as i64)
+            .bind(operator)
+            .bind(now)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?
+            .rows_affected();
+            Ok(n == 1)
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT bytes FROM modules WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read module"))
+    }
+
+    async fn module_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size_bytes FROM modules WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read module size"))?;
+        Ok(size.map(u))
+    }
+
+    async fn create_tasks(
+        &self,
+        tasks: &[TaskRecord],
+        audits: Vec<AuditDraft>,
+    ) -> Result<Vec<bool>, StoreError> {
+        const OP: &str = "create tasks";
+        let backend = self.backend;
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let mut created = Vec::with_capacity(tasks.len());
+            let mut drafts = Vec::new();
+            for (t, draft) in tasks.iter().zip(audits) {
+                let n = sqlx::query(&format!(
+                    "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 0, 0, 0, NULL, NULL, \
+                     NULL, NULL, $20, $21) ON CONFLICT (task_id) DO NOTHING"
+                ))
+                .bind(&t.task_id)
+                .bind(&t.operator)
+                .bind(&t.operator_key)
+                .bind(&t.statement_json)
+                .bind(&t.signature)
+                .bind(&t.module_sha256)
+                .bind(&t.task_type)
+                .bind(i64::from(t.duration_hours))
+                .bind(i64::from(t.cpu_cores))
+                .bind(to_i64(t.ram_mb))
+                .bind(to_i64(t.storage_gb))
+                .bind(to_i64(t.bandwidth_mbps))
+                .bind(i64::from(t.f))
+                .bind(i64::from(t.max_replicas))
+                .bind(i64::from(t.adaptive))
+                .bind(&t.known_digest)
+                .bind(t.deadline)
+                .bind(TaskState::Pending.as_str())
+                .bind(i64::from(t.replicas_wanted))
+                .bind(t.created_ms)
+                .bind(t.updated_ms)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?
+                .rows_affected();
+                created.push(n == 1);
+                if n == 1 {
+                    drafts.push(draft);
+                }
+            }
+            append_in(w.conn(), backend, drafts).await?;
+            Ok(created)
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db("read task"))?;
+        load_task(&mut conn, task_id, "", "read task").await
+    }
+
+    async fn assignments_of_task(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<AssignmentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db("read assignments"))?;
+        load_assignments(&mut conn, task_id, "read assignments").await
+    }
+
+    async fn lease(
+        &self,
+        q: LeaseQuery<'_>,
+    ) -> Result<Vec<(AssignmentRecord, TaskRecord)>, StoreError> {
+        const OP: &str = "lease work";
+        if q.max_tasks == 0 || q.task_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let skip_locked = self.skip_locked();
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let types: Vec<String> = (0..q.task_types.len())
+                .map(|i| format!("${}", i + 4))
+                .collect();
+            let challenge = if q.challenges_only {
+                " AND t.known_digest IS NOT NULL"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT {cols} FROM tasks t WHERE t.state = 'pending' \
+                 AND t.replicas_active < t.replicas_wanted AND t.deadline > $2{challenge} \
+                 AND t.task_type IN ({types}) AND NOT EXISTS (SELECT 1 FROM assignments a \
+                 WHERE a.task_id = t.task_id AND a.node_key = $1) \
+                 ORDER BY t.created_ms, t.task_id LIMIT $3{skip_locked}",
+                cols = TASK_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("t.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                types = types.join(", "),
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(q.node_key)
+                .bind(q.now)
+                .bind(i64::from(q.max_tasks) * 4 + 8);
+            for t in q.task_types {
+                query = query.bind(t);
+            }
+            let rows = query.fetch_all(w.conn()).await
+            .map_err(db(OP))?;
+            let candidates: Vec<TaskRecord> = rows
+                .iter()
+                .map(|r| task_from(r, OP))
+                .collect::<Result<_, _>>()?;
+            // Sybil diversity: prefer tasks whose other replicas run under
+            // another owner and network prefix.
+            let mut diverse = Vec::new();
+            let mut crowded = Vec::new();
+            for t in candidates {
+                let choice = (q.choose)(&t);
+                if choice == LeaseChoice::Skip {
+                    continue;
+                }
+                let shares = t.replicas_total > 0
+                    && sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
+                         WHERE a.task_id = $1 AND a.state IN ('leased', 'reported') \
+                         AND (n.owner = $2 OR n.network_prefix = $3)",
+                    )
+                    .bind(&t.task_id)
+                    .bind(q.owner)
+                    .bind(q.network_prefix)
+                    .fetch_one(w.conn())
+                    .await
+                    .map_err(db(OP))?
+                        > 0;
+                if shares {
+                    crowded.push((t, choice));
+                } else {
+                    diverse.push((t, choice));
+                }
+                if diverse.len() >= q.max_tasks as usize {
+                    break;
+                }
+            }
+            let mut out = Vec::new();
+            for (mut t, choice) in diverse.into_iter().chain(crowded).take(q.max_tasks as usize) {
+                let id = (q.new_id)();
+                let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
+                sqlx::query(
+                    "INSERT INTO assignments (assignment_id, task_id, node_key, state, leased_at, \
+                     lease_expires_at) VALUES ($1, $2, $3, 'leased', $4, $5)",
+                )
+                .bind(&id)
+                .bind(&t.task_id)
+                .bind(q.node_key)
+                .bind(q.now)
+                .bind(q.lease_expires_at)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?;
+                t.replicas_active += 1;
+                t.replicas_total += 1;
+                if alone {
+                    t.replicas_wanted = 1;
+                    t.trusted_node = Some(q.node_key.to_owned());
+                }
+                sqlx::query(
+                    "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
+                     replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
+                )
+                .bind(&t.task_id)
+                .bind(i64::from(t.replicas_active))
+                .bind(i64::from(t.replicas_total))
+                .bind(i64::from(t.replicas_wanted))
+                .bind(&t.trusted_node)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?;
+                out.push((
+                    AssignmentRecord {
+                        assignment_id: id,
+                        task_id: t.task_id.clone(),
+                        node_key: q.node_key.to_owned(),
+                        state: AssignmentState::Leased,
+                        leased_at: q.now,
+                        lease_expires_at: q.lease_expires_at,
+                        status: None,
+                        result_digest: None,
+                        signature: None,
+                        exit_code: None,
+                        stdout: None,
+                        failure: None,
+                        verdict: None,
+                        reported_at_ms: None,
+                    },
+                    t,
+                ));
+            }
+            if !out.is_empty() {
+                sqlx::query("UPDATE nodes SET assigned = assigned + $2 WHERE node_key = $1")
+                    .bind(q.node_key)
+                    .bind(out.len() as i64)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+            }
+            Ok(out)
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn assignment(
+        &self,
+        assignment_id: &str,
+    ) -> Result<Option<AssignmentRecord>, StoreError> {
+        const OP: &str = "read assignment";
+        let row = sqlx::query(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1"
+        ))
+        .bind(assignment_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        row.map(|r| assignment_from(&r, OP)).transpose()
+    }
+
+    async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError> {
+        const OP: &str = "record result";
+        let lock = self.for_update();
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let now_ms = input.now_ms;
+            let now = now_ms.div_euclid(1000);
+            let mut task = load_task(w.conn(), &input.task_id, lock, OP)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("task {}", input.task_id),
+                })?;
+            let row = sqlx::query(&format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1{lock}"
+            ))
+            .bind(&input.assignment_id)
+            .fetch_optional(w.conn())
+            .await
+            .map_err(db(OP))?;
+            let a = match row {
+                Some(r) => assignment_from(&r, OP)?,
+                None => {
+                    return Err(StoreError::NotFound {
+                        what: format!("assignment {}", input.assignment_id),
+                    });
+                }
+            };
+            if a.task_id != input.task_id || a.node_key != input.node_key {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "assignment {} is not this node's replica of task {}",
+                        input.assignment_id, input.task_id
+                    ),
+                });
+            }
+            let not_recorded = |task: &TaskRecord| ResultOutcome {
+                recorded: false,
+                task_state: task.state,
+                excluded: Vec::new(),
+            };
+            if matches!(
+                a.state,
+                AssignmentState::Reported | AssignmentState::Failed
+            ) {
+                return Ok(not_recorded(&task));
+            }
+            if task.state.is_final() || a.state == AssignmentState::Abandoned {
+                return Ok(not_recorded(&task));
+            }
+            let mut touched: BTreeMap<String, NodeRecord> = BTreeMap::new();
+            let was_live = a.state == AssignmentState::Leased;
+            match input.status {
+                ReportStatus::Failed => {
+                    sqlx::query(
+                        "UPDATE assignments SET state = 'failed', status = 'failed', failure = $2, \
+                         signature = $3, reported_at_ms = $4 WHERE assignment_id = $1",
+                    )
+                    .bind(&a.assignment_id)
+                    .bind(&input.failure)
+                    .bind(&input.signature)
+                    .bind(now_ms)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                    if was_live {
+                        task.replicas_active = task.replicas_active.saturating_sub(1);
+                    }
+                    if task.trusted_node.as_deref() == Some(input.node_key.as_str()) {
+                        task.trusted_node = None;
+                        task.replicas_wanted = 2 * task.f + 1;
+                    }
+                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    node.stats.failed += 1;
+                }
+                ReportStatus::Completed => {
+                    sqlx::query(
+                        "UPDATE assignments SET state = 'reported', status = 'completed', \
+                         result_digest = $2, signature = $3, exit_code = $4, stdout = $5, \
+                         reported_at_ms = $6 WHERE assignment_id = $1",
+                    )
+                    .bind(&a.assignment_id)
+                    .bind(&input.result_digest)
+                    .bind(&input.signature)
+                    .bind(i64::from(input.exit_code))
+                    .bind(&input.stdout)
+                    .bind(now_ms)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                    if !was_live {
+                        // A late result after the lease expired still counts.
+                        task.replicas_active += 1;
+                    }
+                    task.results_received += 1;
+                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    node.stats.completed += 1;
+                    if let Some(known) = task.known_digest.clone() {
+                        let reported = AssignmentRecord {
+                            result_digest: Some(input.result_digest.clone()),
+                            ..a.clone()
+                        };
+                        let ok = known == input.result_digest;
+                        judge(w.conn(), &reported, ok, &mut touched, lock, OP).await?;
+                        if !ok {
+                            // A wrong answer to a known question never counts;
+                            // another replica takes its place.
+                            task.replicas_active = task.replicas_active.saturating_sub(1);
+                            if task.trusted_node.is_some() {
+                                task.trusted_node = None;
+                                task.replicas_wanted = 2 * task.f + 1;
+                            }
+                        }
+                    }
+                    decide(w.conn(), &mut task, &input, &mut touched, lock, OP).await?;
+                }
+            }
+            save_task_progress(w.conn(), &task, now_ms, OP).await?;
+            let mut excluded = Vec::new();
+            for node in touched.values() {
+                if let Some(e) = save_node_stats(
+                    w.conn(),
+                    node,
+                    now,
+                    now_ms,
+                    input.heartbeat_interval,
+                    &input.policy,
+                    OP,
+                )
+                .await?
+                {
+                    excluded.push(e);
+                }
+            }
+            Ok(ResultOutcome {
+                recorded: true,
+                task_state: task.state,
+                excluded,
+            })
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn record_misbehaviour(
+        &self,
+        node_key: &str,
+        what: &str,
+        now_ms: i64,
+        policy: ByzantinePolicy,
+    ) -> Result<Option<Exclusion>, StoreError> {
+        const OP: &str = "record misbehaviour";
+        let lock = self.for_update();
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let Some(mut node) = load_node(w.conn(), node_key, lock, OP).await? else {
+                return Ok(None);
+            };
+            node.stats.invalid_signatures += 1;
+            tracing::warn!(node = node_key, what, "node misbehaved");
+            save_node_stats(w.conn(), &node, now_ms.div_euclid(1000), now_ms, 30, &policy, OP).await
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn cancel_task(
+        &self,
+        task_id: &str,
+        operator: &str,
+        now_ms: i64,
+        audit: AuditDraft,
+    ) -> Result<TaskRecord, StoreError> {
+        const OP: &str = "cancel task";
+        let lock = self.for_update();
+        let backend = self.backend;
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            let mut task = load_task(w.conn(), task_id, lock, OP)
+                .await?
+                .filter(|t| t.operator == operator)
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("task {task_id}"),
+                })?;
+            if task.state.is_final() {
+                return Err(StoreError::Conflict {
+                    what: format!("task {task_id} is already {}", task.state.as_str()),
+                });
+            }
+            task.state = TaskState::Cancelled;
+            task.reason = Some(format!("cancelled by operator {operator}"));
+            sqlx::query(
+                "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
+            )
+            .bind(task_id)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?;
+            let idx = append_in(w.conn(), backend, vec![audit]).await?;
+            task.audit_index = idx.first().copied();
+            save_task_progress(w.conn(), &task, now_ms, OP).await?;
+            Ok(task)
+        }
+        .await;
+        w.finish(result).await
+    }
+
+    async fn sweep(
+        &self,
+        now: i64,
+        offline_before: i64,
+        now_ms: i64,
+    ) -> Result<SweepReport, StoreError> {
+        const OP: &str = "sweep";
+        let lock = self.for_update();
+        let skip_locked = self.skip_locked();
+        let backend = self.backend;
+        let mut report = SweepReport::default();
+        // Silent nodes go offline; their leases go back (handleNodeFailure).
+        let silent: Vec<String> = sqlx::query_scalar(
+            "SELECT node_key FROM nodes WHERE state = 'active' AND last_heartbeat < $1 LIMIT 1000",
+        )
+        .bind(offline_before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        for node_key in silent {
+            let mut w = self.begin_write(OP).await?;
+            let result = async {
+                let n = sqlx::query(
+                    "UPDATE nodes SET state = 'offline' WHERE node_key = $1 AND state = 'active' \
+                     AND last_heartbeat < $2",
+                )
+                .bind(&node_key)
+                .bind(offline_before)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?
+                .rows_affected();
+                if n == 1 {
+                    let expired = expire_node_leases(w.conn(), &node_key, now, OP).await?;
+                    return Ok((1, expired));
+                }
+                Ok((0, 0))
+            }
+            .await;
+            let (off, expired) = w.finish(result).await?;
+            report.nodes_offline += off;
+            report.leases_expired += expired;
+        }
+        // Overdue leases.
+        loop {
+            let mut w = self.begin_write(OP).await?;
+            let result = async {
+                let rows = sqlx::query(&format!(
+                    "SELECT assignment_id, task_id, node_key FROM assignments \
+                     WHERE state = 'leased' AND lease_expires_at < $1 LIMIT 200{skip_locked}"
+                ))
+                .bind(now)
+                .fetch_all(w.conn())
+                .await
+                .map_err(db(OP))?;
+                let mut n = 0u64;
+                for r in &rows {
+                    let a: String = r.try_get("assignment_id").map_err(db(OP))?;
+                    let t: String = r.try_get("task_id").map_err(db(OP))?;
+                    let k: String = r.try_get("node_key").map_err(db(OP))?;
+                    // Lock the task first, as leasing and reporting do.
+                    load_task(w.conn(), &t, lock, OP).await?;
+                    if expire_assignment(w.conn(), &a, &t, &k, OP).await? {
+                        n += 1;
+                    }
+                }
+                Ok((rows.len(), n))
+            }
+            .await;
+            let (seen, n) = w.finish(result).await?;
+            report.leases_expired += n;
+            if seen < 200 {
+                break;
+            }
+        }
+        // Deadlines.
+        let overdue: Vec<String> = sqlx::query_scalar(
+            "SELECT task_id FROM tasks WHERE state = 'pending' AND deadline < $1 LIMIT 1000",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        for task_id in overdue {
+            let mut w = self.begin_write(OP).await?;
+            let result = async {
+                let Some(mut task) = load_task(w.conn(), &task_id, lock, OP).await? else {
+                    return Ok(0);
+                };
+                if task.state.is_final() {
+                    return Ok(0);
+                }
+                task.state = TaskState::Failed;
+                task.reason = Some(format!("deadline {} passed without a quorum", task.deadline));
+                let idx = append_in(
+                    w.conn(),
+                    backend,
+                    vec![AuditDraft {
+                        timestamp_ms: now_ms,
+                        kind: "task.failed".into(),
+                        subject: task_id.clone(),
+                        data: serde_json::json!({"reason": task.reason}),
+                    }],
+                )
+                .await?;
+                task.audit_index = idx.first().copied();
+                sqlx::query(
+                    "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
+                )
+                .bind(&task_id)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?;
+                save_task_progress(w.conn(), &task, now_ms, OP).await?;
+                Ok(1)
+            }
+            .await;
+            report.tasks_failed += w.finish(result).await?;
+        }
+        Ok(report)
+    }
+
+    async fn reputation_ledger(&self, limit: u32) -> Result<Vec<NodeRecord>, StoreError> {
+        const OP: &str = "read reputation ledger";
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes ORDER BY reputation_micros DESC, node_key LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        rows.iter().map(|r| node_from(r, OP)).collect()
+    }
+
+    async fn excluded_unrevoked(&self) -> Result<Vec<Exclusion>, StoreError> {
+        const OP: &str = "read unrevoked exclusions";
+        let rows = sqlx::query(
+            "SELECT n.node_key, n.token_id, n.exclusion_reason FROM nodes n \
+             JOIN grants g ON g.grant_id = n.grant_id \
+             WHERE n.state = 'byzantine' AND g.revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Exclusion {
+                    node_key: r.try_get("node_key").map_err(db(OP))?,
+                    token_id: r.try_get("token_id").map_err(db(OP))?,
+                    reason: r
+                        .try_get::<Option<String>, _>("exclusion_reason")
+                        .map_err(db(OP))?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
