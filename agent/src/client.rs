@@ -57,6 +57,9 @@ pub fn check_url(url: &str) -> Result<String, ClientError> {
     }
 }
 
+/// Longest an ordinary request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Coordinator {
     base: String,
     http: reqwest::Client,
@@ -74,7 +77,13 @@ impl Coordinator {
     pub fn new(base: &str, key: SigningKey) -> Result<Self, ClientError> {
         Ok(Self {
             base: check_url(base)?,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|source| ClientError::Transport {
+                    url: base.to_owned(),
+                    source,
+                })?,
             key,
         })
     }
@@ -129,6 +138,7 @@ impl Coordinator {
         let mut req = self
             .http
             .post(&url)
+            .timeout(REQUEST_TIMEOUT)
             .header("content-type", "application/json")
             .body(bytes.clone());
         for (k, v) in signed_headers(&self.key, "POST", path, &bytes, now(), &nonce) {
@@ -143,12 +153,69 @@ impl Coordinator {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        Self::send(&url, self.http.post(&url).json(body)).await
+        Self::send(&url, self.http.post(&url).timeout(REQUEST_TIMEOUT).json(body)).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        Self::send(&url, self.http.get(&url)).await
+        Self::send(&url, self.http.get(&url).timeout(REQUEST_TIMEOUT)).await
+    }
+
+    /// A long-poll GET: held open by the coordinator up to `wait`.
+    pub async fn get_long<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        wait: std::time::Duration,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        Self::send(&url, self.http.get(&url).timeout(wait + REQUEST_TIMEOUT)).await
+    }
+
+    /// GETs raw bytes, refusing bodies over `cap` bytes (announced or read).
+    pub async fn get_bytes(&self, path: &str, cap: u64) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let mut resp = self
+            .http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT * 4)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Refused {
+                url: url.clone(),
+                status: resp.status().as_u16(),
+                detail: "download refused".into(),
+            });
+        }
+        if resp.content_length().is_some_and(|n| n > cap) {
+            return Err(ClientError::Answer {
+                url: url.clone(),
+                detail: format!("body larger than {cap} bytes"),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() as u64 + chunk.len() as u64 > cap {
+                return Err(ClientError::Answer {
+                    url: url.clone(),
+                    detail: format!("body larger than {cap} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Whether an error is the coordinator's considered refusal (a 4xx other
+    /// than 408/429) rather than a failure to reach it.
+    pub fn is_refusal(err: &ClientError) -> bool {
+        matches!(err, ClientError::Refused { status, .. }
+            if (400..500).contains(status) && *status != 408 && *status != 429)
     }
 }
 

@@ -109,6 +109,17 @@ impl Registry {
         g.running.len()
     }
 
+    /// Terminates one running task; whether it was running.
+    pub fn terminate(&self, id: &str) -> bool {
+        match self.lock().running.get(id) {
+            Some(control) => {
+                control.terminate();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn reopen(&self) {
         self.lock().closed = None;
     }

@@ -8,3 +8,4 @@ pub mod home;
 pub mod journal;
 pub mod words;
 pub mod exec;
+pub mod runner;

@@ -379,6 +379,14 @@ fn result_bytes(r: &crate::wire::v1::ResultStatement<'_>) -> Vec<u8> {
     with_context(RESULT_CONTEXT, text.as_bytes())
 }
 
+/// The 32-byte seed of a task's deterministic randomness, derived from the
+/// statement's `random_seed` so that every replica gets the same bytes.
+pub fn task_random_seed(seed: u64) -> [u8; 32] {
+    let mut bytes = b"askee-task-seed-v1\0".to_vec();
+    bytes.extend_from_slice(&seed.to_be_bytes());
+    sha256(&bytes)
+}
+
 /// Signs a result statement with the node key (`node_id` must be that
 /// key's base64url).
 pub fn sign_result(key: &SigningKey, statement: &crate::wire::v1::ResultStatement<'_>) -> String {
