@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod b64;
+pub mod idle;
 pub mod merkle;
 pub mod note;
 pub mod rules;
