@@ -5,8 +5,11 @@
 
 pub mod activity;
 pub mod client;
+pub mod config;
 pub mod home;
 pub mod idle;
+pub mod interference;
 pub mod journal;
+pub mod profile;
 pub mod words;
 pub mod yielder;

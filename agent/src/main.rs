@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use askee_agent::client::Coordinator;
+use askee_agent::config::Config;
 use askee_agent::home::{Home, State};
+use askee_agent::journal::{self, JOURNAL_FILE, Journal};
 use askee_agent::words;
 use askee_core::signing::{self, manifest_digest};
 use askee_core::wire::v1::{ConsentToken, GRANT_STATEMENT_VERSION, GrantStatement, Permissions};
@@ -46,6 +48,32 @@ enum Command {
         #[arg(long, default_value = "revoked by the volunteer")]
         reason: String,
     },
+    /// Describe this machine as the coordinator would see it (JSON on stdout,
+    /// plain words on stderr).
+    Profile,
+    /// Show the local audit journal in plain words.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+    },
+    /// Measure whether running tasks slows this computer down: each
+    /// measurement alone, then again beside CPU-, memory- and cache-heavy
+    /// tasks in the real sandbox.
+    ValidateNonInterference(askee_agent::interference::Options),
+    /// Run only the idle monitor, printing each change (for measuring its
+    /// own overhead).
+    #[command(hide = true)]
+    Monitor {
+        /// Stop after this many seconds (0 = run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        for_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the journal's hash chain; fails naming the first broken line.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +119,16 @@ fn home(cli: &Cli) -> anyhow::Result<Home> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .context("set --home or HOME")?;
     Ok(Home::new(base.join("askee")))
+}
+
+fn journal(home: &Home) -> anyhow::Result<Journal> {
+    std::fs::create_dir_all(home.dir())
+        .with_context(|| format!("create {}", home.dir().display()))?;
+    Ok(Journal::open(&journal_path(home))?)
+}
+
+fn journal_path(home: &Home) -> PathBuf {
+    home.dir().join(JOURNAL_FILE)
 }
 
 fn coordinator(home: &Home, state: &State) -> anyhow::Result<Coordinator> {
@@ -166,6 +204,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init => {
             let (key, new) = home.init()?;
             let id = askee_core::b64::encode(key.verifying_key().as_bytes());
+            if Config::write_default(home.dir())? {
+                println!(
+                    "wrote default settings to {}",
+                    Config::path(home.dir()).display()
+                );
+            }
             if new {
                 println!("created node key in {}\nnode id {id}", home.dir().display());
             } else {
@@ -197,6 +241,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("\nTo accept, run `askee-agent consent grant`.");
             let mut state = home.state()?;
             state.coordinator = Some(coordinator.trim_end_matches('/').to_owned());
+            journal(&home)?.append(
+                "consent.join",
+                json!({
+                    "coordinator": state.coordinator,
+                    "operator": manifest.operator.name,
+                    "manifest_id": manifest.manifest_id,
+                    "manifest_digest": digest,
+                }),
+            )?;
             state.manifest = Some(manifest);
             state.manifest_digest = Some(digest);
             home.save(&state)?;
@@ -246,6 +299,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token.payload.token_id, token.payload.expires_at, resp["grant_id"]
             );
             println!("revoke any time with `askee-agent revoke`");
+            journal(&home)?.append(
+                "consent.grant",
+                json!({
+                    "grant_id": resp["grant_id"],
+                    "token_id": token.payload.token_id,
+                    "expires_at": token.payload.expires_at,
+                    "limits": words::limits(&token.payload.permissions),
+                }),
+            )?;
             state.grant_id = resp["grant_id"].as_str().map(str::to_owned);
             state.revocation_certificate = Some(serde_json::from_value(
                 resp["revocation_certificate"].clone(),
@@ -282,14 +344,87 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &json!({ "reason": reason }),
                 )
                 .await?;
+            journal(&home)?.append(
+                "consent.revoke",
+                json!({ "token_id": token.payload.token_id, "reason": reason }),
+            )?;
             println!(
                 "consent revoked: token {} is {}",
                 token.payload.token_id,
                 status["status"].as_str().unwrap_or("?")
             );
         }
+        Command::Profile => {
+            let profile = askee_agent::profile::assess(home.dir())?;
+            println!("{}", serde_json::to_string_pretty(&profile)?);
+            eprint!("{}", askee_agent::profile::words(&profile));
+        }
+        Command::Audit { command: None } => {
+            let entries = journal::read(&journal_path(&home))?;
+            if entries.is_empty() {
+                println!("the journal is empty");
+            }
+            for e in &entries {
+                println!("{}", words::journal_entry(e));
+            }
+        }
+        Command::Audit {
+            command: Some(AuditCommand::Verify),
+        } => {
+            let path = journal_path(&home);
+            let entries = journal::read(&path)?;
+            let findings = journal::verify(&entries);
+            if let Some(first) = findings.first() {
+                for f in &findings {
+                    eprintln!("{}: {}", path.display(), words::finding(f));
+                }
+                bail!("the journal was tampered with at line {}", first.line());
+            }
+            println!(
+                "{}: {} entries, chain intact",
+                path.display(),
+                entries.len()
+            );
+        }
+        Command::ValidateNonInterference(opts) => {
+            let report = askee_agent::interference::validate(home.dir(), opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", report.words());
+            if !report.passed() {
+                std::process::exit(2);
+            }
+        }
+        Command::Monitor { for_secs } => monitor(&home, *for_secs).await?,
     }
     Ok(())
+}
+
+async fn monitor(home: &Home, for_secs: u64) -> anyhow::Result<()> {
+    let config = Config::load(home.dir())?;
+    let mut sensors = askee_agent::idle::Sensors::host(askee_agent::yielder::TaskSet::new())?;
+    sensors.exclusive = config.exclusive_programs.clone();
+    eprintln!("input source: {}", sensors.input.kind());
+    let mut rx = askee_agent::idle::IdleMonitor {
+        sensors,
+        thresholds: config.idle.clone(),
+        interval: std::time::Duration::from_millis(config.sample_interval_ms.max(10)),
+    }
+    .spawn();
+    let stop = async {
+        if for_secs == 0 {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(for_secs)).await
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        println!("{:?}", *rx.borrow_and_update());
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = &mut stop => return Ok(()),
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
