@@ -223,6 +223,16 @@ pub fn read(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
     Ok(entries)
 }
 
+/// Like [`read`], but a journal that does not exist yet is empty.
+pub fn read_if_any(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
+    match read(path) {
+        Err(JournalError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 /// Checks the chain of `entries`; an empty result means it is intact.
 pub fn verify(entries: &[JournalEntry]) -> Vec<Finding> {
     let mut findings = Vec::new();

@@ -360,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprint!("{}", askee_agent::profile::words(&profile));
         }
         Command::Audit { command: None } => {
-            let entries = journal::read(&journal_path(&home))?;
+            let entries = journal::read_if_any(&journal_path(&home))?;
             if entries.is_empty() {
                 println!("the journal is empty");
             }
@@ -372,7 +372,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: Some(AuditCommand::Verify),
         } => {
             let path = journal_path(&home);
-            let entries = journal::read(&path)?;
+            let entries = journal::read_if_any(&path)?;
             let findings = journal::verify(&entries);
             if let Some(first) = findings.first() {
                 for f in &findings {
