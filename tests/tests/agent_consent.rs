@@ -83,7 +83,11 @@ fn agent_grants_and_revokes_consent() {
     // Every consent step is in the volunteer's local, hash-chained journal.
     let (ok, out, err) = run(&["audit"]);
     assert!(ok, "{err}");
-    for step in ["joined http://", "consent granted under grant", "(test over)"] {
+    for step in [
+        "joined http://",
+        "consent granted under grant",
+        "(test over)",
+    ] {
         assert!(out.contains(step), "{step} missing from: {out}");
     }
     let (ok, out, err) = run(&["audit", "verify"]);
