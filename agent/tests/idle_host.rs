@@ -53,3 +53,31 @@ fn host_sources_read_and_are_in_range() {
         assert!(idle < 400 * 86_400 * 365, "input idle {idle} s");
     }
 }
+
+/// The real monitor on the real sources, built and dropped inside a tokio
+/// runtime (as the work loop does): its verdict moves past "starting".
+#[test]
+fn monitor_runs_on_host_sources_inside_tokio() {
+    use askee_agent::activity::Activity;
+    use askee_agent::idle::{IdleMonitor, STARTING};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sensors = Sensors::host(TaskSet::new()).unwrap();
+        let mut rx = IdleMonitor {
+            sensors,
+            thresholds: askee_core::idle::IdleThresholds::default(),
+            interval: Duration::from_millis(10),
+        }
+        .spawn();
+        let moved = tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|a| !matches!(a, Activity::Busy { reason } if reason == STARTING)),
+        )
+        .await
+        .expect("a verdict within 10 s")
+        .expect("the monitor is running")
+        .clone();
+        // Default thresholds need 300 s of quiet: never idle this soon.
+        assert!(!moved.is_idle(), "{moved:?}");
+    });
+}

@@ -11,7 +11,8 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use askee_core::idle::Power;
 
@@ -118,68 +119,106 @@ fn input_source() -> Box<dyn InputIdle> {
 /// logind's aggregate idle hint (`org.freedesktop.login1.Manager.IdleHint`
 /// and `IdleSinceHint`), which desktop sessions (GNOME, KDE, sway with
 /// swayidle) keep up to date on Wayland and X11.
+///
+/// The D-Bus connection lives on its own thread with its own single-thread
+/// runtime, so the source works from any context (inside or outside tokio)
+/// and is dropped cleanly anywhere; queries go over a channel with a deadline.
 pub struct Logind {
-    rt: tokio::runtime::Runtime,
-    conn: zbus::Connection,
+    requests: mpsc::Sender<mpsc::Sender<Result<Option<u64>, SourceError>>>,
+}
+
+const LOGIND_DEADLINE: Duration = Duration::from_secs(3);
+
+fn logind_err(detail: impl std::fmt::Display) -> SourceError {
+    SourceError::Logind {
+        detail: detail.to_string(),
+    }
+}
+
+async fn logind_property(
+    conn: &zbus::Connection,
+    name: &str,
+) -> Result<zbus::zvariant::OwnedValue, SourceError> {
+    let err = |e: zbus::Error| logind_err(format!("{name}: {e}"));
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.login1"),
+            "/org/freedesktop/login1",
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &("org.freedesktop.login1.Manager", name),
+        )
+        .await
+        .map_err(err)?;
+    reply
+        .body()
+        .deserialize::<zbus::zvariant::OwnedValue>()
+        .map_err(err)
+}
+
+async fn logind_idle_secs(conn: &zbus::Connection) -> Result<Option<u64>, SourceError> {
+    let idle = bool::try_from(logind_property(conn, "IdleHint").await?).map_err(logind_err)?;
+    if !idle {
+        return Ok(Some(0));
+    }
+    let since_us =
+        u64::try_from(logind_property(conn, "IdleSinceHint").await?).map_err(logind_err)?;
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    Ok(Some(now_us.saturating_sub(since_us) / 1_000_000))
 }
 
 impl Logind {
     /// Connects to the system bus and checks that logind answers.
     pub fn connect() -> Result<Self, SourceError> {
-        let err = |e: &dyn std::fmt::Display| SourceError::Logind {
-            detail: e.to_string(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| err(&e))?;
-        let conn = rt
-            .block_on(zbus::Connection::system())
-            .map_err(|e| err(&e))?;
-        let l = Self { rt, conn };
-        l.property("IdleHint")?;
-        Ok(l)
-    }
-
-    fn property(&self, name: &str) -> Result<zbus::zvariant::OwnedValue, SourceError> {
-        let err = |e: zbus::Error| SourceError::Logind {
-            detail: format!("{name}: {e}"),
-        };
-        self.rt.block_on(async {
-            let reply = self
-                .conn
-                .call_method(
-                    Some("org.freedesktop.login1"),
-                    "/org/freedesktop/login1",
-                    Some("org.freedesktop.DBus.Properties"),
-                    "Get",
-                    &("org.freedesktop.login1.Manager", name),
-                )
-                .await
-                .map_err(err)?;
-            reply
-                .body()
-                .deserialize::<zbus::zvariant::OwnedValue>()
-                .map_err(err)
-        })
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (requests, incoming) =
+            mpsc::channel::<mpsc::Sender<Result<Option<u64>, SourceError>>>();
+        std::thread::Builder::new()
+            .name("askee-logind".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(ready_tx.send(Err(logind_err(e)))),
+                };
+                let conn = match rt.block_on(async {
+                    let conn = zbus::Connection::system().await.map_err(logind_err)?;
+                    logind_idle_secs(&conn).await?;
+                    Ok::<_, SourceError>(conn)
+                }) {
+                    Ok(c) => c,
+                    Err(e) => return drop(ready_tx.send(Err(e))),
+                };
+                if ready_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                // Ends when the source (the only sender) is dropped.
+                for reply in incoming {
+                    let _ = reply.send(rt.block_on(logind_idle_secs(&conn)));
+                }
+            })
+            .map_err(logind_err)?;
+        match ready_rx.recv_timeout(LOGIND_DEADLINE) {
+            Ok(Ok(())) => Ok(Self { requests }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(logind_err("no answer from the system bus within 3 s")),
+        }
     }
 }
 
 impl InputIdle for Logind {
     fn idle_secs(&mut self) -> Result<Option<u64>, SourceError> {
-        let bad = |e: zbus::zvariant::Error| SourceError::Logind {
-            detail: e.to_string(),
-        };
-        let idle = bool::try_from(self.property("IdleHint")?).map_err(bad)?;
-        if !idle {
-            return Ok(Some(0));
-        }
-        let since_us = u64::try_from(self.property("IdleSinceHint")?).map_err(bad)?;
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        Ok(Some(now_us.saturating_sub(since_us) / 1_000_000))
+        let (tx, rx) = mpsc::channel();
+        self.requests
+            .send(tx)
+            .map_err(|_| logind_err("the d-bus thread stopped"))?;
+        rx.recv_timeout(LOGIND_DEADLINE)
+            .map_err(|_| logind_err("no answer from logind within 3 s"))?
     }
 
     fn kind(&self) -> &'static str {
