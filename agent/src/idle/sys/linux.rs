@@ -54,13 +54,21 @@ pub fn host_sensors(tasks: TaskSet) -> Result<Sensors, SourceError> {
 /// Host CPU busy ticks minus the ticks of the agent itself and of the
 /// processes of its running tasks.
 pub struct ProcStat {
-    tasks: TaskSet,
+    pids: Box<dyn Fn() -> Vec<i32> + Send>,
     prev: Option<(u64, u64, u64)>,
 }
 
 impl ProcStat {
     pub fn new(tasks: TaskSet) -> Self {
-        Self { tasks, prev: None }
+        Self::excluding(move || tasks.pids())
+    }
+
+    /// Excludes (besides the agent itself) the processes `pids` names at each sample.
+    pub fn excluding(pids: impl Fn() -> Vec<i32> + Send + 'static) -> Self {
+        Self {
+            pids: Box::new(pids),
+            prev: None,
+        }
     }
 
     fn own_ticks(&self) -> u64 {
@@ -71,7 +79,7 @@ impl ProcStat {
                 .unwrap_or(0)
         };
         let mut sum = pid_ticks("self");
-        for pid in self.tasks.pids() {
+        for pid in (self.pids)() {
             sum += pid_ticks(&pid.to_string());
         }
         sum
@@ -397,5 +405,50 @@ impl Programs for ProcComm {
             }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two CPU sources sampled at the same moments, one told to exclude a
+    /// spinning child process and one not, differ by about its share.
+    #[test]
+    fn cpu_source_excludes_the_given_processes() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut told = ProcStat::excluding(move || vec![pid]);
+        let mut blind = ProcStat::excluding(Vec::new);
+        let ticks = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| parse_pid_stat_cpu(&t))
+                .unwrap()
+        };
+        assert_eq!(told.busy_percent().unwrap(), None);
+        assert_eq!(blind.busy_percent().unwrap(), None);
+        let (before, start) = (ticks(), Instant::now());
+        // Wait until the child has run for 20 ticks (bounded).
+        while ticks() < before + 20 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the child did not run"
+            );
+            std::thread::yield_now();
+        }
+        let t = told.busy_percent().unwrap().expect("ticks passed");
+        let b = blind.busy_percent().unwrap().expect("ticks passed");
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("told {t:.1}%, blind {b:.1}%");
+        assert!(
+            b - t > 0.5,
+            "excluding the child changed nothing: {b:.1}% vs {t:.1}%"
+        );
+        assert!(t >= 0.0 && b <= 100.0);
     }
 }
