@@ -181,6 +181,24 @@ fn busy_freezes_and_idle_thaws_a_sandboxed_task() {
     wait_for("thawed", || !ctl.is_frozen().unwrap());
     runs(&ctl);
 
+    // A task that starts while the machine is busy is frozen as soon as the
+    // work loop adds it.
+    injected.set_busy(true);
+    wait_for("frozen again", || ctl.is_frozen().unwrap());
+    let late = sandbox.spawn(&spec).unwrap();
+    let late_ctl = late.control();
+    wait_for("late task processes", || late_ctl.pids().len() >= 2);
+    assert!(!late_ctl.is_frozen().unwrap());
+    tasks.insert("late", late_ctl.clone());
+    wait_for("late task frozen", || late_ctl.is_frozen().unwrap());
+    injected.set_busy(false);
+    wait_for("both thawed", || {
+        !ctl.is_frozen().unwrap() && !late_ctl.is_frozen().unwrap()
+    });
+    late_ctl.terminate();
+    let _ = late.wait();
+    tasks.remove("late");
+
     ctl.terminate();
     let (outcome, _) = waiter.join().unwrap().unwrap();
     assert!(
@@ -195,7 +213,18 @@ fn busy_freezes_and_idle_thaws_a_sandboxed_task() {
     let entries = journal::read(journal.path()).unwrap();
     assert!(journal::verify(&entries).is_empty());
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["task.yield", "task.resume"]);
+    assert_eq!(
+        kinds,
+        [
+            "task.yield",
+            "task.resume",
+            "task.yield",
+            "task.yield",
+            "task.resume",
+            "task.resume"
+        ]
+    );
+    assert_eq!(entries[3].data["task"], "late");
     assert_eq!(entries[0].data["task"], "spin");
     assert!(
         entries[0].data["reason"]
