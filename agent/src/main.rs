@@ -1,5 +1,7 @@
-//! `askee-agent`: the node agent. Today it manages the volunteer's identity
-//! and consent; the work loop joins it with the coordinator issue.
+//! `askee-agent`: the node agent. It manages the volunteer's identity and
+//! consent, describes the machine (`profile`), shows and checks the local
+//! audit journal (`audit`), and measures non-interference; the work loop
+//! joins it with the coordinator issue.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
