@@ -3,13 +3,14 @@
 //! read-only, and a registry of running tasks so that a revocation, an
 //! expiry or the user's return reaches every one of them at once.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use askee_core::wire::v1::Permissions;
 use askee_sandbox::{Limits, Sandbox, SandboxError, TaskControl, TaskOutcome, TaskSpec};
+
+use crate::yielder::TaskSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -79,40 +80,51 @@ pub struct Job {
     pub limits: Limits,
 }
 
-/// The tasks running now, by job id. A revocation terminates all of them;
-/// the yielder freezes and thaws them.
+/// The tasks running now, by job id: the yielder's [`TaskSet`] plus a gate.
+/// A revocation closes the gate and terminates every task; the yielder
+/// freezes and thaws the same set.
 #[derive(Clone, Default)]
 pub struct Registry {
-    inner: Arc<Mutex<RegistryInner>>,
-}
-
-#[derive(Default)]
-struct RegistryInner {
-    running: HashMap<String, TaskControl>,
+    tasks: TaskSet,
     /// Set by `stop_all`: no job may start until `reopen`.
-    closed: Option<String>,
+    closed: Arc<Mutex<Option<String>>>,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(tasks: TaskSet) -> Self {
+        Self {
+            tasks,
+            closed: Arc::default(),
+        }
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.closed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The set the yielder and the idle monitor's CPU source watch.
+    pub fn tasks(&self) -> &TaskSet {
+        &self.tasks
     }
 
     /// Terminates every running task and refuses new ones until [`Registry::reopen`]:
     /// what a revocation or an expiry does. Returns how many were running.
     pub fn stop_all(&self, why: &str) -> usize {
-        let mut g = self.lock();
-        g.closed = Some(why.to_owned());
-        for control in g.running.values() {
+        // Close first, under the gate, so a job starting concurrently is
+        // either in the set (and killed here) or refused by `insert`.
+        let mut gate = self.gate();
+        *gate = Some(why.to_owned());
+        let controls = self.tasks.controls();
+        for (_, control) in &controls {
             control.terminate();
         }
-        g.running.len()
+        controls.len()
     }
 
     /// Terminates one running task; whether it was running.
     pub fn terminate(&self, id: &str) -> bool {
-        match self.lock().running.get(id) {
-            Some(control) => {
+        match self.tasks.controls().into_iter().find(|(k, _)| k == id) {
+            Some((_, control)) => {
                 control.terminate();
                 true
             }
@@ -121,36 +133,29 @@ impl Registry {
     }
 
     pub fn reopen(&self) {
-        self.lock().closed = None;
+        *self.gate() = None;
     }
 
     pub fn is_closed(&self) -> bool {
-        self.lock().closed.is_some()
-    }
-
-    /// Controls of the running tasks (for the yielder).
-    pub fn controls(&self) -> Vec<TaskControl> {
-        self.lock().running.values().cloned().collect()
+        self.gate().is_some()
     }
 
     pub fn running(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.lock().running.keys().cloned().collect();
-        ids.sort();
-        ids
+        self.tasks.controls().into_iter().map(|(k, _)| k).collect()
     }
 
     fn insert(&self, id: &str, control: TaskControl) -> Result<(), String> {
-        let mut g = self.lock();
-        if let Some(why) = &g.closed {
+        let gate = self.gate();
+        if let Some(why) = &*gate {
             control.terminate();
             return Err(why.clone());
         }
-        g.running.insert(id.to_owned(), control);
+        self.tasks.insert(id, control);
         Ok(())
     }
 
     fn remove(&self, id: &str) {
-        self.lock().running.remove(id);
+        self.tasks.remove(id);
     }
 }
 

@@ -11,6 +11,9 @@ use std::sync::Mutex;
 use askee_core::signing::{canonical_json, sha256};
 use serde::{Deserialize, Serialize};
 
+/// The journal's file name in the agent's home.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
 /// The hash that the first entry's `prev` names.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -99,6 +102,17 @@ pub enum Finding {
         expected: u64,
         found: u64,
     },
+}
+
+impl Finding {
+    /// The 1-based line the finding is about.
+    pub fn line(&self) -> u64 {
+        match self {
+            Finding::BrokenLink { line }
+            | Finding::Edited { line }
+            | Finding::BadSequence { line, .. } => *line,
+        }
+    }
 }
 
 /// An open journal. Appends are serialised and flushed to disk before
@@ -207,6 +221,16 @@ pub fn read(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// Like [`read`], but a journal that does not exist yet is empty.
+pub fn read_if_any(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
+    match read(path) {
+        Err(JournalError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
 }
 
 /// Checks the chain of `entries`; an empty result means it is intact.

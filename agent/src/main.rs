@@ -1,12 +1,16 @@
-//! `askee-agent`: the node agent. Today it manages the volunteer's identity
-//! and consent; the work loop joins it with the coordinator issue.
+//! `askee-agent`: the node agent. It manages the volunteer's identity and
+//! consent, describes the machine (`profile`), shows and checks the local
+//! audit journal (`audit`), and measures non-interference; the work loop
+//! joins it with the coordinator issue.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use askee_agent::client::Coordinator;
+use askee_agent::config::Config;
 use askee_agent::home::{Home, State};
+use askee_agent::journal::{self, JOURNAL_FILE, Journal};
 use askee_agent::words;
 use askee_core::signing::{self, manifest_digest};
 use askee_core::wire::v1::{ConsentToken, GRANT_STATEMENT_VERSION, GrantStatement, Permissions};
@@ -46,6 +50,60 @@ enum Command {
         #[arg(long, default_value = "revoked by the volunteer")]
         reason: String,
     },
+    /// Run the agent: register with the coordinator, take work while the
+    /// machine is idle and consent holds, run it in the sandbox, and stop
+    /// everything at once on revocation or expiry.
+    Run(RunArgs),
+    /// Describe this machine as the coordinator would see it (JSON on stdout,
+    /// plain words on stderr).
+    Profile,
+    /// Show the local audit journal in plain words.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+    },
+    /// Measure whether running tasks slows this computer down: each
+    /// measurement alone, then again beside CPU-, memory- and cache-heavy
+    /// tasks in the real sandbox.
+    ValidateNonInterference(askee_agent::interference::Options),
+    /// Run only the idle monitor, printing each change (for measuring its
+    /// own overhead).
+    #[command(hide = true)]
+    Monitor {
+        /// Stop after this many seconds (0 = run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        for_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the journal's hash chain; fails naming the first broken line.
+    Verify,
+}
+
+/// When work may run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum When {
+    /// Only while the machine is idle (the seed's thresholds, see config.toml).
+    Idle,
+    /// Whenever consent holds, even while the machine is in use (for
+    /// dedicated machines; tasks still run at the lowest priority).
+    Always,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// When tasks may run.
+    #[arg(long, value_enum, default_value_t = When::Idle)]
+    when: When,
+    /// Tasks run at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: u32,
+    /// Only run tasks signed by this operator key (base64url); repeatable.
+    /// Without it, any operator the coordinator registered is accepted.
+    #[arg(long = "trust-operator")]
+    trust_operator: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +149,16 @@ fn home(cli: &Cli) -> anyhow::Result<Home> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .context("set --home or HOME")?;
     Ok(Home::new(base.join("askee")))
+}
+
+fn journal(home: &Home) -> anyhow::Result<Journal> {
+    std::fs::create_dir_all(home.dir())
+        .with_context(|| format!("create {}", home.dir().display()))?;
+    Ok(Journal::open(&journal_path(home))?)
+}
+
+fn journal_path(home: &Home) -> PathBuf {
+    home.dir().join(JOURNAL_FILE)
 }
 
 fn coordinator(home: &Home, state: &State) -> anyhow::Result<Coordinator> {
@@ -166,6 +234,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init => {
             let (key, new) = home.init()?;
             let id = askee_core::b64::encode(key.verifying_key().as_bytes());
+            if Config::write_default(home.dir())? {
+                println!(
+                    "wrote default settings to {}",
+                    Config::path(home.dir()).display()
+                );
+            }
             if new {
                 println!("created node key in {}\nnode id {id}", home.dir().display());
             } else {
@@ -197,6 +271,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("\nTo accept, run `askee-agent consent grant`.");
             let mut state = home.state()?;
             state.coordinator = Some(coordinator.trim_end_matches('/').to_owned());
+            journal(&home)?.append(
+                "consent.join",
+                json!({
+                    "coordinator": state.coordinator,
+                    "operator": manifest.operator.name,
+                    "manifest_id": manifest.manifest_id,
+                    "manifest_digest": digest,
+                }),
+            )?;
             state.manifest = Some(manifest);
             state.manifest_digest = Some(digest);
             home.save(&state)?;
@@ -246,6 +329,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token.payload.token_id, token.payload.expires_at, resp["grant_id"]
             );
             println!("revoke any time with `askee-agent revoke`");
+            journal(&home)?.append(
+                "consent.grant",
+                json!({
+                    "grant_id": resp["grant_id"],
+                    "token_id": token.payload.token_id,
+                    "expires_at": token.payload.expires_at,
+                    "limits": words::limits(&token.payload.permissions),
+                }),
+            )?;
             state.grant_id = resp["grant_id"].as_str().map(str::to_owned);
             state.revocation_certificate = Some(serde_json::from_value(
                 resp["revocation_certificate"].clone(),
@@ -270,7 +362,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("limits: {}", words::limits(&token.payload.permissions));
             println!("expires at {} (unix time)", token.payload.expires_at);
-            println!("nothing is running: the work loop arrives with the coordinator");
+            let run_status = home.dir().join("run-status.json");
+            match std::fs::read(&run_status)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<askee_agent::runner::RunStatus>(&b).ok())
+            {
+                Some(r) => {
+                    println!(
+                        "agent (pid {}, as of unix time {}): consent {}, machine {}",
+                        r.pid, r.updated_at, r.consent, r.activity
+                    );
+                    if let Some(state) = &r.node_state {
+                        println!("node state at the coordinator: {state}");
+                    }
+                    if r.running.is_empty() {
+                        println!("nothing is running");
+                    } else {
+                        println!("running: {}", r.running.join(", "));
+                    }
+                    println!(
+                        "tasks completed {}, failed {}, cpu used {:.1} s, results awaiting upload {}",
+                        r.completed,
+                        r.failed,
+                        r.cpu_ms_total as f64 / 1000.0,
+                        r.pending_uploads
+                    );
+                }
+                None => println!("the agent is not running (start it with `askee-agent run`)"),
+            }
         }
         Command::Revoke { reason } => {
             let state = home.state()?;
@@ -282,18 +401,170 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &json!({ "reason": reason }),
                 )
                 .await?;
+            journal(&home)?.append(
+                "consent.revoke",
+                json!({ "token_id": token.payload.token_id, "reason": reason }),
+            )?;
             println!(
                 "consent revoked: token {} is {}",
                 token.payload.token_id,
                 status["status"].as_str().unwrap_or("?")
             );
         }
+        Command::Profile => {
+            let profile = askee_agent::profile::assess(home.dir())?;
+            println!("{}", serde_json::to_string_pretty(&profile)?);
+            eprint!("{}", askee_agent::profile::words(&profile));
+        }
+        Command::Audit { command: None } => {
+            let entries = journal::read_if_any(&journal_path(&home))?;
+            if entries.is_empty() {
+                println!("the journal is empty");
+            }
+            for e in &entries {
+                println!("{}", words::journal_entry(e));
+            }
+        }
+        Command::Audit {
+            command: Some(AuditCommand::Verify),
+        } => {
+            let path = journal_path(&home);
+            let entries = journal::read_if_any(&path)?;
+            let findings = journal::verify(&entries);
+            if let Some(first) = findings.first() {
+                for f in &findings {
+                    eprintln!("{}: {}", path.display(), words::finding(f));
+                }
+                bail!("the journal was tampered with at line {}", first.line());
+            }
+            println!(
+                "{}: {} entries, chain intact",
+                path.display(),
+                entries.len()
+            );
+        }
+        Command::ValidateNonInterference(opts) => {
+            let report = askee_agent::interference::validate(home.dir(), opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", report.words());
+            if !report.passed() {
+                std::process::exit(2);
+            }
+        }
+        Command::Monitor { for_secs } => monitor(&home, *for_secs).await?,
+        Command::Run(args) => daemon(home, args).await?,
     }
     Ok(())
 }
 
+async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
+    use askee_agent::activity::Activity;
+    use askee_agent::exec::{Executor, Registry};
+    use askee_agent::runner::{RunOptions, Runner};
+    use askee_agent::yielder::TaskSet;
+
+    let config = Config::load(home.dir())?;
+    let journal = std::sync::Arc::new(askee_agent::journal::Journal::open(
+        &home.dir().join(askee_agent::journal::JOURNAL_FILE),
+    )?);
+    let profile = askee_agent::profile::assess(home.dir())?;
+    let tasks = TaskSet::new();
+    // With `--when always` the verdict never changes; its sender lives as
+    // long as the daemon.
+    let (_always, always_rx) = tokio::sync::watch::channel(Activity::Idle);
+    let activity = match args.when {
+        When::Always => always_rx,
+        When::Idle => {
+            let mut sensors = askee_agent::idle::Sensors::host(tasks.clone())?;
+            sensors.exclusive = config.exclusive_programs.clone();
+            askee_agent::idle::IdleMonitor {
+                sensors,
+                thresholds: config.idle.clone(),
+                interval: std::time::Duration::from_millis(config.sample_interval_ms.max(10)),
+            }
+            .spawn()
+        }
+    };
+    askee_agent::yielder::spawn(activity.clone(), tasks.clone(), journal.clone());
+    let sandbox = askee_sandbox::Sandbox::new(askee_sandbox::SandboxConfig {
+        worker: askee_agent::interference::default_worker(),
+        work_dir: home.dir().join("sandbox"),
+    })?;
+    let exec = Executor::new(sandbox, config.scratch(home.dir()), Registry::new(tasks));
+    let runner = Runner::new(
+        home,
+        journal,
+        exec,
+        profile.clone(),
+        activity,
+        RunOptions {
+            parallel: args.parallel as usize,
+            allowed_operators: args.trust_operator.clone(),
+            cores: profile.cpu.cores,
+        },
+    )?;
+    eprintln!(
+        "askee-agent running (pid {}); stop with ctrl-c or `askee-agent revoke`",
+        std::process::id()
+    );
+    runner.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn monitor(home: &Home, for_secs: u64) -> anyhow::Result<()> {
+    let config = Config::load(home.dir())?;
+    let mut sensors = askee_agent::idle::Sensors::host(askee_agent::yielder::TaskSet::new())?;
+    sensors.exclusive = config.exclusive_programs.clone();
+    eprintln!("input source: {}", sensors.input.kind());
+    let mut rx = askee_agent::idle::IdleMonitor {
+        sensors,
+        thresholds: config.idle.clone(),
+        interval: std::time::Duration::from_millis(config.sample_interval_ms.max(10)),
+    }
+    .spawn();
+    let stop = async {
+        if for_secs == 0 {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(for_secs)).await
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        println!("{:?}", *rx.borrow_and_update());
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASKEE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let rt = tokio::runtime::Runtime::new().expect("start the tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

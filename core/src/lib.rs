@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod b64;
 pub mod coord;
+pub mod idle;
 pub mod merkle;
 pub mod note;
 pub mod rules;

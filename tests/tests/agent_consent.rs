@@ -79,5 +79,18 @@ fn agent_grants_and_revokes_consent() {
     assert!(out.contains("is revoked"), "{out}");
     let (ok, out, _) = run(&["status"]);
     assert!(ok && out.contains(": revoked"), "{out}");
+
+    // Every consent step is in the volunteer's local, hash-chained journal.
+    let (ok, out, err) = run(&["audit"]);
+    assert!(ok, "{err}");
+    for step in [
+        "joined http://",
+        "consent granted under grant",
+        "(test over)",
+    ] {
+        assert!(out.contains(step), "{step} missing from: {out}");
+    }
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(ok && out.contains("3 entries, chain intact"), "{out}{err}");
     server.kill();
 }

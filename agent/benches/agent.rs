@@ -1,0 +1,134 @@
+//! Agent benchmarks (a bench binary, not timed tests):
+//! 1. the idle monitor's own overhead: CPU share and resident memory of a
+//!    process that runs only the monitor (`askee-agent monitor`);
+//! 2. freeze latency: from `TaskControl::freeze` to the kernel reporting the
+//!    task frozen, for a spinning task in the real sandbox;
+//! 3. non-interference at full limits (targets: ≤2% throughput, ≤5% p99).
+//!
+//! `cargo bench -p askee-agent --bench agent [-- SECONDS]` (default 10 s for the monitor).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use askee_agent::interference::{self, Options};
+use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskSpec};
+
+fn ticks_and_rss(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss_kb)
+}
+
+fn monitor_overhead(secs: u64, interval_ms: u64) {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("sample_interval_ms = {interval_ms}\nexclusive_programs = [\"steam\", \"zoom\"]\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_askee-agent"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["monitor", "--for-secs", &(secs + 5).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it start, then measure a window of `secs`.
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, _) = ticks_and_rss(child.id());
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (t1, rss_kb) = ticks_and_rss(child.id());
+    let wall = start.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    // USER_HZ is 100 on Linux.
+    let cpu_pct = (t1 - t0) as f64 / 100.0 / wall * 100.0;
+    println!(
+        "monitor overhead  interval {interval_ms:>4} ms  cpu {cpu_pct:.3}% of one core over {wall:.1} s  peak rss {:.1} MiB   (targets <0.5%, <30 MiB)",
+        rss_kb as f64 / 1024.0
+    );
+}
+
+fn freeze_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
+        work_dir: dir.path().join("work"),
+    })
+    .unwrap();
+    let mut spec = TaskSpec::wasm(
+        br#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#
+            .to_vec(),
+    );
+    spec.limits = Limits {
+        fuel: u64::MAX,
+        wall_time: Duration::from_secs(300),
+        cpu_time: Duration::from_secs(300),
+        ..Limits::default()
+    };
+    let running = sandbox.spawn(&spec).unwrap();
+    let ctl = running.control();
+    while ctl.pids().len() < 2 {
+        std::thread::yield_now();
+    }
+    let mut samples = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        ctl.freeze().unwrap();
+        while !ctl.is_frozen().unwrap() {
+            std::thread::yield_now();
+        }
+        samples.push(t.elapsed());
+        ctl.thaw().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctl.terminate();
+    let _ = running.wait();
+    samples.sort();
+    println!(
+        "freeze latency    median {:?}  p90 {:?}  max {:?}  over {} freezes (target: within 100 ms of busy)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
+
+fn non_interference() {
+    let home = tempfile::tempdir().unwrap();
+    let opts = Options {
+        seconds: 2.0,
+        cpu_percent: 100,
+        memory_mb: 512,
+        bound_percent: 5.0,
+        worker: Some(PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker"))),
+    };
+    let report = interference::validate(home.path(), &opts).unwrap();
+    print!(
+        "non-interference (targets: throughput ≤2%, p99 ≤5%)\n{}",
+        report.words()
+    );
+}
+
+fn main() {
+    let secs = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<u64>().ok())
+        .unwrap_or(10);
+    monitor_overhead(secs, 1000);
+    monitor_overhead(secs, 100);
+    freeze_latency();
+    non_interference();
+}

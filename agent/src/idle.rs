@@ -1,0 +1,220 @@
+//! Idle detection: measure the host, decide with the pure
+//! [`askee_core::idle::assess`], publish the verdict as an [`Activity`].
+//!
+//! Every measurement is a small trait so that a test (or another platform)
+//! can supply its own readings; [`Sensors::host`] builds the real ones for
+//! this platform from `idle/sys/*.rs`. [`IdleMonitor::spawn`] samples them on
+//! a tokio interval and publishes on a `tokio::sync::watch` channel.
+
+use std::time::{Duration, Instant};
+
+use askee_core::idle::{History, IdleThresholds, Power, Reading, assess};
+use tokio::sync::watch;
+
+use crate::activity::Activity;
+use crate::yielder::TaskSet;
+
+pub mod procfs;
+mod sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is malformed: {detail}")]
+    Malformed { path: String, detail: String },
+    #[error("cannot ask logind over d-bus: {detail}")]
+    Logind { detail: String },
+    #[error("idle detection is not supported on this platform ({what})")]
+    Unsupported { what: &'static str },
+}
+
+/// CPU use of the whole machine since the previous call, in percent, without
+/// the agent and its tasks. `None` until there is a previous call.
+pub trait CpuLoad: Send {
+    fn busy_percent(&mut self) -> Result<Option<f64>, SourceError>;
+}
+
+/// Seconds since the last user input; `None` when the machine has no input
+/// source at all.
+pub trait InputIdle: Send {
+    fn idle_secs(&mut self) -> Result<Option<u64>, SourceError>;
+    /// Which mechanism answers (`logind`, `evdev`, `none`), for the report.
+    fn kind(&self) -> &'static str;
+}
+
+/// Network traffic since the previous call, bytes per second over all
+/// non-loopback interfaces. `None` until there is a previous call.
+pub trait NetworkRate: Send {
+    fn bytes_per_sec(&mut self) -> Result<Option<u64>, SourceError>;
+}
+
+/// Memory in use (0..1) and the PSI stall fraction (0..1) when the kernel has PSI.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryReading {
+    pub used: f64,
+    pub stall: Option<f64>,
+}
+
+pub trait MemoryLoad: Send {
+    fn memory(&mut self) -> Result<MemoryReading, SourceError>;
+}
+
+pub trait PowerSupply: Send {
+    fn power(&mut self) -> Result<Power, SourceError>;
+}
+
+/// Names of the running programs among `wanted`.
+pub trait Programs: Send {
+    fn running(&mut self, wanted: &[String]) -> Result<Vec<String>, SourceError>;
+}
+
+/// The measurements of one host.
+pub struct Sensors {
+    pub cpu: Box<dyn CpuLoad>,
+    pub input: Box<dyn InputIdle>,
+    pub network: Box<dyn NetworkRate>,
+    pub memory: Box<dyn MemoryLoad>,
+    pub power: Box<dyn PowerSupply>,
+    pub programs: Box<dyn Programs>,
+    /// Programs whose presence pauses work (e.g. games, video calls).
+    pub exclusive: Vec<String>,
+}
+
+/// What [`Sensors::read`] found: the reading and the sources that failed.
+#[derive(Debug)]
+pub struct Sample {
+    pub reading: Reading,
+    pub errors: Vec<(&'static str, SourceError)>,
+}
+
+impl Sensors {
+    /// This platform's sources. `tasks` are the agent's running tasks, whose
+    /// CPU use (like the agent's own) does not count against idleness.
+    pub fn host(tasks: TaskSet) -> Result<Self, SourceError> {
+        sys::host_sensors(tasks)
+    }
+
+    /// Reads every source once. A failing source gives `None` for its field
+    /// (the decision fails closed where that matters) and is listed in
+    /// `errors`; a failing power or program source counts as unknown power and
+    /// no exclusive program, and is listed too.
+    pub fn read(&mut self, started: Instant) -> Sample {
+        fn ok<T>(
+            errors: &mut Vec<(&'static str, SourceError)>,
+            what: &'static str,
+            r: Result<T, SourceError>,
+        ) -> Option<T> {
+            r.map_err(|e| errors.push((what, e))).ok()
+        }
+        let mut errors = Vec::new();
+        let e = &mut errors;
+        let cpu_percent = ok(e, "cpu", self.cpu.busy_percent()).flatten();
+        let input_idle_secs = ok(e, "input", self.input.idle_secs()).unwrap_or(Some(0));
+        let network_bytes_per_sec = ok(e, "network", self.network.bytes_per_sec()).flatten();
+        let memory = ok(e, "memory", self.memory.memory());
+        let power = ok(e, "power", self.power.power()).unwrap_or(Power::Unknown);
+        let exclusive_running = if self.exclusive.is_empty() {
+            Vec::new()
+        } else {
+            ok(e, "programs", self.programs.running(&self.exclusive)).unwrap_or_default()
+        };
+        Sample {
+            reading: Reading {
+                at_ms: started.elapsed().as_millis() as u64,
+                cpu_percent,
+                input_idle_secs,
+                network_bytes_per_sec,
+                memory_used: memory.map(|m| m.used),
+                memory_stall: memory.and_then(|m| m.stall),
+                power,
+                exclusive_running,
+            },
+            errors,
+        }
+    }
+}
+
+/// Samples [`Sensors`] every `interval` and publishes the verdict.
+pub struct IdleMonitor {
+    pub sensors: Sensors,
+    pub thresholds: IdleThresholds,
+    pub interval: Duration,
+}
+
+/// The first value on the channel, before any sample.
+pub const STARTING: &str = "starting the idle monitor";
+
+impl IdleMonitor {
+    /// Starts sampling on the current tokio runtime. The task ends when every
+    /// receiver is dropped. A reading whose input source fails counts as
+    /// recent input (fail closed).
+    pub fn spawn(self) -> watch::Receiver<Activity> {
+        let (tx, rx) = watch::channel(Activity::Busy {
+            reason: STARTING.into(),
+        });
+        tokio::spawn(self.run(tx));
+        rx
+    }
+
+    async fn run(self, tx: watch::Sender<Activity>) {
+        let IdleMonitor {
+            sensors,
+            thresholds,
+            interval,
+        } = self;
+        let started = Instant::now();
+        let mut history = History::default();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sensors = Some(sensors);
+        let mut reported_errors = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tx.closed() => return,
+            }
+            let Some(mut s) = sensors.take() else { return };
+            let joined = tokio::task::spawn_blocking(move || {
+                let sample = s.read(started);
+                (s, sample)
+            })
+            .await;
+            let Ok((s, sample)) = joined else {
+                tracing::error!("idle sensors panicked; stopping the monitor");
+                tx.send_replace(Activity::Busy {
+                    reason: "the idle monitor stopped".into(),
+                });
+                return;
+            };
+            sensors = Some(s);
+            if !sample.errors.is_empty() && !reported_errors {
+                for (what, e) in &sample.errors {
+                    tracing::warn!(source = what, error = %e, "idle source unavailable");
+                }
+                reported_errors = true;
+            }
+            let (next, verdict) = assess(&thresholds, &history, &sample.reading);
+            history = next;
+            let activity = match verdict {
+                Ok(()) => Activity::Idle,
+                Err(busy) => Activity::Busy {
+                    reason: busy.to_string(),
+                },
+            };
+            tx.send_if_modified(|cur| {
+                if *cur == activity {
+                    false
+                } else {
+                    tracing::debug!(?activity, "activity changed");
+                    *cur = activity;
+                    true
+                }
+            });
+        }
+    }
+}
