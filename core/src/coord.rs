@@ -242,7 +242,9 @@ pub fn validate_statement(
     for name in s.inputs.files.keys() {
         if name.is_empty()
             || name.starts_with('/')
-            || name.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+            || name
+                .split('/')
+                .any(|p| p == ".." || p == "." || p.is_empty())
         {
             err(
                 &format!("inputs.files.{name}"),

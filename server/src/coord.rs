@@ -450,7 +450,11 @@ async fn lease(
     for (a, t) in leased {
         let statement: TaskStatement = serde_json::from_str(&t.statement_json)
             .map_err(|e| ApiError::internal(format!("stored statement is corrupt: {e}")))?;
-        let size = state.store.module_size(&t.module_sha256).await?.unwrap_or(0);
+        let size = state
+            .store
+            .module_size(&t.module_sha256)
+            .await?
+            .unwrap_or(0);
         assignments.push(Assignment {
             assignment_id: a.assignment_id,
             task_id: t.task_id,
@@ -493,7 +497,9 @@ async fn revoke_excluded(state: &AppState, excluded: &[Exclusion]) {
 }
 
 fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[utoipa::path(post, path = "/v1/work/results", tag = "coordinator",
@@ -556,7 +562,10 @@ async fn report(
             )
             .await?;
         revoke_excluded(&state, excluded.as_slice()).await;
-        return Err(ApiError::unauthorized("bad_result_signature", e.to_string()));
+        return Err(ApiError::unauthorized(
+            "bad_result_signature",
+            e.to_string(),
+        ));
     }
     let outcome = state
         .store
@@ -600,7 +609,10 @@ async fn get_module(
     Path(sha256): Path<String>,
 ) -> ApiResult<Response> {
     if !is_hex_digest(&sha256) {
-        return Err(ApiError::field("sha256", "must be 64 lower-case hex digits"));
+        return Err(ApiError::field(
+            "sha256",
+            "must be 64 lower-case hex digits",
+        ));
     }
     let bytes = state
         .store
@@ -634,7 +646,10 @@ async fn put_module(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<ModuleStored>)> {
     if !is_hex_digest(&sha256) {
-        return Err(ApiError::field("sha256", "must be 64 lower-case hex digits"));
+        return Err(ApiError::field(
+            "sha256",
+            "must be 64 lower-case hex digits",
+        ));
     }
     let limit = state.config.max_module_bytes;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -682,8 +697,7 @@ async fn add_operator_key(
     Operator(op): Operator,
     crate::extract::ApiJson(body): crate::extract::ApiJson<OperatorKeyRegistration>,
 ) -> ApiResult<(StatusCode, Json<OperatorKey>)> {
-    b64::public_key(&body.public_key)
-        .map_err(|e| ApiError::field("public_key", e.to_string()))?;
+    b64::public_key(&body.public_key).map_err(|e| ApiError::field("public_key", e.to_string()))?;
     let now = state.clock.now();
     let audit = draft(
         &state,
@@ -1168,4 +1182,3 @@ pub fn routes() -> Router<AppState> {
     )
 )]
 pub struct CoordApiDoc;
-

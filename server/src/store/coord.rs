@@ -232,8 +232,7 @@ pub trait CoordinatorStore: Send + Sync {
 
     /// Registers a node or renews its registration (new token, profile,
     /// state active), keeping its counters. `Conflict` for a Byzantine node.
-    async fn register_node(&self, node: &NodeRecord, audit: AuditDraft)
-    -> Result<(), StoreError>;
+    async fn register_node(&self, node: &NodeRecord, audit: AuditDraft) -> Result<(), StoreError>;
 
     async fn node(&self, node_key: &str) -> Result<Option<NodeRecord>, StoreError>;
 
@@ -291,10 +290,8 @@ pub trait CoordinatorStore: Send + Sync {
         query: LeaseQuery<'_>,
     ) -> Result<Vec<(AssignmentRecord, TaskRecord)>, StoreError>;
 
-    async fn assignment(
-        &self,
-        assignment_id: &str,
-    ) -> Result<Option<AssignmentRecord>, StoreError>;
+    async fn assignment(&self, assignment_id: &str)
+    -> Result<Option<AssignmentRecord>, StoreError>;
 
     /// Records a result and runs the quorum decision, in one transaction.
     async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError>;

@@ -565,11 +565,12 @@ async fn node_entry<'m>(
     op: &'static str,
 ) -> Result<&'m mut NodeRecord, StoreError> {
     if !touched.contains_key(node_key) {
-        let node = load_node(conn, node_key, lock, op)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("node {node_key}"),
-            })?;
+        let node =
+            load_node(conn, node_key, lock, op)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("node {node_key}"),
+                })?;
         touched.insert(node_key.to_owned(), node);
     }
     Ok(touched.get_mut(node_key).expect("inserted above"))
@@ -639,13 +640,15 @@ impl CoordinatorStore for SqlStore {
         const OP: &str = "create challenge";
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            sqlx::query("INSERT INTO node_challenges (challenge, node_key, expires_at) VALUES ($1, $2, $3)")
-                .bind(challenge)
-                .bind(node_key)
-                .bind(expires_at)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
+            sqlx::query(
+                "INSERT INTO node_challenges (challenge, node_key, expires_at) VALUES ($1, $2, $3)",
+            )
+            .bind(challenge)
+            .bind(node_key)
+            .bind(expires_at)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?;
             Ok(())
         }
         .await;
@@ -682,11 +685,7 @@ impl CoordinatorStore for SqlStore {
         w.finish(result).await
     }
 
-    async fn register_node(
-        &self,
-        n: &NodeRecord,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError> {
+    async fn register_node(&self, n: &NodeRecord, audit: AuditDraft) -> Result<(), StoreError> {
         const OP: &str = "register node";
         let lock = self.for_update();
         let backend = self.backend;
@@ -906,11 +905,12 @@ impl CoordinatorStore for SqlStore {
     }
 
     async fn module_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size_bytes FROM modules WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("read module size"))?;
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size_bytes FROM modules WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read module size"))?;
         Ok(size.map(u))
     }
 
@@ -1180,10 +1180,7 @@ impl CoordinatorStore for SqlStore {
                 task_state: task.state,
                 excluded: Vec::new(),
             };
-            if matches!(
-                a.state,
-                AssignmentState::Reported | AssignmentState::Failed
-            ) {
+            if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
                 return Ok(not_recorded(&task));
             }
             if task.state.is_final() || a.state == AssignmentState::Abandoned {
@@ -1211,7 +1208,8 @@ impl CoordinatorStore for SqlStore {
                         task.trusted_node = None;
                         task.replicas_wanted = 2 * task.f + 1;
                     }
-                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    let node =
+                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
                     node.stats.failed += 1;
                 }
                 ReportStatus::Completed => {
@@ -1234,7 +1232,8 @@ impl CoordinatorStore for SqlStore {
                         task.replicas_active += 1;
                     }
                     task.results_received += 1;
-                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    let node =
+                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
                     node.stats.completed += 1;
                     if let Some(known) = task.known_digest.clone() {
                         let reported = AssignmentRecord {
@@ -1299,7 +1298,16 @@ impl CoordinatorStore for SqlStore {
             };
             node.stats.invalid_signatures += 1;
             tracing::warn!(node = node_key, what, "node misbehaved");
-            save_node_stats(w.conn(), &node, now_ms.div_euclid(1000), now_ms, 30, &policy, OP).await
+            save_node_stats(
+                w.conn(),
+                &node,
+                now_ms.div_euclid(1000),
+                now_ms,
+                30,
+                &policy,
+                OP,
+            )
+            .await
         }
         .await;
         w.finish(result).await
