@@ -70,6 +70,7 @@ CREATE TABLE tasks (
     max_replicas     BIGINT NOT NULL,
     adaptive         BIGINT NOT NULL,
     known_digest     TEXT,
+    bootstrap        BIGINT NOT NULL DEFAULT 0,
     deadline         BIGINT NOT NULL,
     state            TEXT   NOT NULL CHECK (state IN ('pending', 'verified', 'failed', 'cancelled')),
     replicas_wanted  BIGINT NOT NULL,

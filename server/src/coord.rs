@@ -300,7 +300,7 @@ fn choose(
     // Bootstrapping challenges (known answers) are how a new node earns its
     // reputation, so the reputation floors do not apply to them.
     let blocking = verdict.reasons().iter().any(|r| {
-        !(t.known_digest.is_some()
+        !(t.bootstrap
             && matches!(
                 r,
                 Reason::ReputationBelowType { .. }
@@ -428,11 +428,20 @@ async fn lease(
     let new_id = || uuid::Uuid::new_v4().to_string();
     let lease_until = now + state.config.lease_duration.as_secs() as i64;
     let bootstrapping = node.stats.agreed < BOOTSTRAP_RESULTS;
-    let query = |challenges_only| LeaseQuery {
+    // A bootstrapping node takes only the challenges it still needs, so
+    // one node cannot drain the challenges others need.
+    let needed = u32::try_from(BOOTSTRAP_RESULTS - node.stats.agreed.min(BOOTSTRAP_RESULTS))
+        .unwrap_or(1)
+        .max(1);
+    let query = |challenges_only: bool| LeaseQuery {
         node_key: &node.node_key,
         owner: &node.owner,
         network_prefix: &node.network_prefix,
-        max_tasks: req.body.max_tasks,
+        max_tasks: if challenges_only {
+            req.body.max_tasks.min(needed)
+        } else {
+            req.body.max_tasks
+        },
         task_types: &task_types,
         challenges_only,
         now,
@@ -443,7 +452,7 @@ async fn lease(
     let mut leased = state.store.lease(query(bootstrapping)).await?;
     if leased.is_empty() && bootstrapping {
         // Nodes past the floors anyway (a lenient token and type) may take
-        // ordinary work too.
+        // ordinary work too; the floors are checked per task.
         leased = state.store.lease(query(false)).await?;
     }
     let mut assignments = Vec::with_capacity(leased.len());
@@ -757,6 +766,12 @@ async fn task_record(
     }
     verify_task(&key, &s.statement, &s.signature)
         .map_err(|e| ApiError::unauthorized("bad_task_signature", e.to_string()))?;
+    if s.bootstrap && s.known_digest.is_none() {
+        return Err(field(
+            "known_digest",
+            "a bootstrapping challenge needs its known answer".into(),
+        ));
+    }
     if let Some(known) = &s.known_digest
         && !is_hex_digest(known)
     {
@@ -796,6 +811,7 @@ async fn task_record(
         max_replicas: st.max_replicas,
         adaptive: st.adaptive,
         known_digest: s.known_digest.clone(),
+        bootstrap: s.bootstrap,
         deadline: st.deadline,
         state: TaskState::Pending,
         replicas_wanted: 2 * st.f + 1,

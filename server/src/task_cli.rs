@@ -18,7 +18,11 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 pub struct SubmitArgs {
     /// Coordinator base URL.
-    #[arg(long, env = "ASKEE_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "ASKEE_SERVER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// Operator bearer credential (from `operator create`).
     #[arg(long, env = "ASKEE_OPERATOR_CREDENTIAL", hide_env_values = true)]
@@ -194,6 +198,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<bool> {
         statement,
         operator_public_key: public,
         known_digest: None,
+        bootstrap: false,
     };
     let created: TaskCreated = check(
         http.post(format!("{base}/v1/tasks"))

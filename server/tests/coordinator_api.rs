@@ -124,6 +124,9 @@ async fn submit(s: &TestServer, op: &Op, st: TaskStatement, known: Option<String
         signature: sign_task(&op.key, &st),
         statement: st,
         operator_public_key: key_of(&op.key),
+        // In these tests every task with a known answer is a challenge for
+        // new nodes.
+        bootstrap: known.is_some(),
         known_digest: known,
     };
     let body = s

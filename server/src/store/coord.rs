@@ -76,6 +76,8 @@ pub struct TaskRecord {
     pub max_replicas: u32,
     pub adaptive: bool,
     pub known_digest: Option<String>,
+    /// A bootstrapping challenge: only for nodes earning eligibility.
+    pub bootstrap: bool,
     pub deadline: i64,
     pub state: TaskState,
     pub replicas_wanted: u32,
@@ -163,7 +165,8 @@ pub struct LeaseQuery<'a> {
     pub max_tasks: u32,
     /// Task types to consider (already narrowed to the token's allowlist).
     pub task_types: &'a [String],
-    /// Only tasks with known answers (a node still earning eligibility).
+    /// Bootstrapping challenges (a node still earning eligibility) instead
+    /// of ordinary tasks.
     pub challenges_only: bool,
     pub now: i64,
     pub lease_expires_at: i64,
