@@ -311,8 +311,10 @@ fn choose(
     if blocking {
         return LeaseChoice::Skip;
     }
+    // A spot check (known answer) may go alone too, so a trusted node cannot
+    // tell checked tasks from trusted ones.
     if t.adaptive
-        && t.known_digest.is_none()
+        && !t.bootstrap
         && t.replicas_total == 0
         && adaptive_replication(adaptive, streak, random) == Replication::Single
     {
