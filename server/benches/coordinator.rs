@@ -104,7 +104,10 @@ async fn throughput_sqlite(tasks: usize, agents: usize) {
     let r = sim::run(vec![base], &op, honest(1, tasks, agents), async {})
         .await
         .unwrap();
-    println!("== sqlite, 1 server, {agents} agents, f=1 (3 replicas)\n{}\n", r.render());
+    println!(
+        "== sqlite, 1 server, {agents} agents, f=1 (3 replicas)\n{}\n",
+        r.render()
+    );
 }
 
 async fn throughput_postgres(tasks: usize, agents: usize) {

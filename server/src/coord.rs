@@ -15,8 +15,8 @@ use askee_core::coord::{
     network_prefix, task_facts, validate_statement,
 };
 use askee_core::rules::{
-    NodeFacts, NodeProfile, Reason, Reputation, SignatureFact, TaskFacts, TaskRequirements,
-    TaskTypePolicy, TokenFacts, assignment_allowed,
+    NodeFacts, NodeProfile, Reason, Reputation, SignatureFact, TaskTypePolicy, TokenFacts,
+    assignment_allowed,
 };
 use askee_core::signing::{self, verify_attestation, verify_result, verify_task};
 use askee_core::token::RevocationStatus;
@@ -285,16 +285,11 @@ fn choose(
     t: &TaskRecord,
     random: u64,
 ) -> LeaseChoice {
-    let facts = TaskFacts {
-        task_type: t.task_type.clone(),
-        duration_hours: t.duration_hours,
-        requirements: TaskRequirements {
-            cpu_cores: t.cpu_cores,
-            cpu_percent: 0,
-            ram_mb: t.ram_mb,
-            storage_gb: t.storage_gb,
-            bandwidth_mbps: t.bandwidth_mbps,
-        },
+    // The signed statement is the source of the task's facts (limits such
+    // as the CPU share are checked against the token too).
+    let facts = match serde_json::from_str::<TaskStatement>(&t.statement_json) {
+        Ok(st) => task_facts(&st),
+        Err(_) => return LeaseChoice::Skip,
     };
     let verdict = assignment_allowed(node, &facts, token, task_types, now);
     // Bootstrapping challenges (known answers) are how a new node earns its

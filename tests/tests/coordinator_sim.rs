@@ -64,6 +64,36 @@ async fn simulated_volunteers_on_sqlite() {
     assert!(ok, "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_replication_with_faulty_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
+    let data = dir.path().join("data");
+    let op = sim::operator_setup(&url, &data, 5);
+    let server = ServerProcess::start_with(&url, &data, Duration::from_secs(60), SERVE_ARGS);
+    let cfg = SimConfig {
+        seed: 5,
+        honest: 9,
+        faulty: 1,
+        malicious: 0,
+        colluding: 0,
+        flaky: 0,
+        slow: 0,
+        tasks: 600,
+        adaptive: true,
+        spot_check_rate: 0.05,
+        ..SimConfig::default()
+    };
+    let report = sim::run(vec![server.url()], &op, cfg, async {})
+        .await
+        .unwrap();
+    println!("{}", report.render());
+    assert_eq!(report.wrong_accepted, 0, "{}", report.render());
+    assert_eq!(report.unfinished + report.failed, 0, "{}", report.render());
+    // Trusted nodes ran tasks alone: better than fixed triple replication.
+    assert!(report.efficiency > 0.34, "{}", report.render());
+}
+
 async fn recorded_results(url: &str) -> u64 {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
