@@ -215,6 +215,8 @@ async fn lease_latency(label: &str, url: &str, nodes: usize) {
         }
         sqlx::query(&sql).execute(&pool).await.unwrap();
     }
+    // Statistics, as autovacuum would gather them on a live database.
+    let _ = sqlx::query("ANALYZE").execute(&pool).await;
     let setup = started.elapsed();
     let types = vec!["data-processing".to_owned()];
     let new_id = || uuid::Uuid::new_v4().to_string();

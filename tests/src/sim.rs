@@ -448,6 +448,17 @@ impl Agent {
                 Ok(v) => serde_json::from_value(v["assignments"].clone()).unwrap_or_default(),
                 Err(SimError::Status {
                     status: 403, body, ..
+                }) if body.contains("\"reason\":\"offline\"") => {
+                    // Missed heartbeats while busy: announce and go on.
+                    let _ = self
+                        .api
+                        .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
+                        .await;
+                    last_beat = Instant::now();
+                    continue;
+                }
+                Err(SimError::Status {
+                    status: 403, body, ..
                 }) => {
                     if body.contains("byzantine") {
                         self.shared
@@ -477,6 +488,13 @@ impl Agent {
                 {
                     // Killed: leases it holds are left to expire.
                     return;
+                }
+                if last_beat.elapsed() > Duration::from_millis(500) {
+                    let _ = self
+                        .api
+                        .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
+                        .await;
+                    last_beat = Instant::now();
                 }
                 let nonce = a.statement.nonce.clone();
                 let is_challenge = nonce.starts_with("challenge-");
