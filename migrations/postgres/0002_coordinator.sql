@@ -70,6 +70,7 @@ CREATE TABLE tasks (
     max_replicas     BIGINT NOT NULL,
     adaptive         BIGINT NOT NULL,
     known_digest     TEXT,
+    bootstrap        BIGINT NOT NULL DEFAULT 0,
     deadline         BIGINT NOT NULL,
     state            TEXT   NOT NULL CHECK (state IN ('pending', 'verified', 'failed', 'cancelled')),
     replicas_wanted  BIGINT NOT NULL,
@@ -84,6 +85,9 @@ CREATE TABLE tasks (
     updated_ms       BIGINT NOT NULL
 );
 CREATE INDEX tasks_open ON tasks (state, created_ms);
+-- Lease candidates: pending tasks that still want replicas, in queue order.
+CREATE INDEX tasks_wanting ON tasks (bootstrap, created_ms, task_id)
+    WHERE state = 'pending' AND replicas_active < replicas_wanted;
 
 CREATE TABLE assignments (
     assignment_id    TEXT   NOT NULL PRIMARY KEY,

@@ -434,9 +434,7 @@ pub struct ApiDoc;
 pub fn openapi_document() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(<crate::coord::CoordApiDoc as OpenApi>::openapi());
-    let mut s = doc
-        .to_pretty_json()
-        .expect("openapi serialises");
+    let mut s = doc.to_pretty_json().expect("openapi serialises");
     s.push('\n');
     s
 }

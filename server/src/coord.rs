@@ -15,8 +15,8 @@ use askee_core::coord::{
     network_prefix, task_facts, validate_statement,
 };
 use askee_core::rules::{
-    NodeFacts, NodeProfile, Reason, Reputation, SignatureFact, TaskFacts, TaskRequirements,
-    TaskTypePolicy, TokenFacts, assignment_allowed,
+    NodeFacts, NodeProfile, Reason, Reputation, SignatureFact, TaskTypePolicy, TokenFacts,
+    assignment_allowed,
 };
 use askee_core::signing::{self, verify_attestation, verify_result, verify_task};
 use askee_core::token::RevocationStatus;
@@ -285,22 +285,17 @@ fn choose(
     t: &TaskRecord,
     random: u64,
 ) -> LeaseChoice {
-    let facts = TaskFacts {
-        task_type: t.task_type.clone(),
-        duration_hours: t.duration_hours,
-        requirements: TaskRequirements {
-            cpu_cores: t.cpu_cores,
-            cpu_percent: 0,
-            ram_mb: t.ram_mb,
-            storage_gb: t.storage_gb,
-            bandwidth_mbps: t.bandwidth_mbps,
-        },
+    // The signed statement is the source of the task's facts (limits such
+    // as the CPU share are checked against the token too).
+    let facts = match serde_json::from_str::<TaskStatement>(&t.statement_json) {
+        Ok(st) => task_facts(&st),
+        Err(_) => return LeaseChoice::Skip,
     };
     let verdict = assignment_allowed(node, &facts, token, task_types, now);
     // Bootstrapping challenges (known answers) are how a new node earns its
     // reputation, so the reputation floors do not apply to them.
     let blocking = verdict.reasons().iter().any(|r| {
-        !(t.known_digest.is_some()
+        !(t.bootstrap
             && matches!(
                 r,
                 Reason::ReputationBelowType { .. }
@@ -311,8 +306,10 @@ fn choose(
     if blocking {
         return LeaseChoice::Skip;
     }
+    // A spot check (known answer) may go alone too, so a trusted node cannot
+    // tell checked tasks from trusted ones.
     if t.adaptive
-        && t.known_digest.is_none()
+        && !t.bootstrap
         && t.replicas_total == 0
         && adaptive_replication(adaptive, streak, random) == Replication::Single
     {
@@ -428,11 +425,20 @@ async fn lease(
     let new_id = || uuid::Uuid::new_v4().to_string();
     let lease_until = now + state.config.lease_duration.as_secs() as i64;
     let bootstrapping = node.stats.agreed < BOOTSTRAP_RESULTS;
-    let query = |challenges_only| LeaseQuery {
+    // A bootstrapping node takes only the challenges it still needs, so
+    // one node cannot drain the challenges others need.
+    let needed = u32::try_from(BOOTSTRAP_RESULTS - node.stats.agreed.min(BOOTSTRAP_RESULTS))
+        .unwrap_or(1)
+        .max(1);
+    let query = |challenges_only: bool| LeaseQuery {
         node_key: &node.node_key,
         owner: &node.owner,
         network_prefix: &node.network_prefix,
-        max_tasks: req.body.max_tasks,
+        max_tasks: if challenges_only {
+            req.body.max_tasks.min(needed)
+        } else {
+            req.body.max_tasks
+        },
         task_types: &task_types,
         challenges_only,
         now,
@@ -443,14 +449,18 @@ async fn lease(
     let mut leased = state.store.lease(query(bootstrapping)).await?;
     if leased.is_empty() && bootstrapping {
         // Nodes past the floors anyway (a lenient token and type) may take
-        // ordinary work too.
+        // ordinary work too; the floors are checked per task.
         leased = state.store.lease(query(false)).await?;
     }
     let mut assignments = Vec::with_capacity(leased.len());
     for (a, t) in leased {
         let statement: TaskStatement = serde_json::from_str(&t.statement_json)
             .map_err(|e| ApiError::internal(format!("stored statement is corrupt: {e}")))?;
-        let size = state.store.module_size(&t.module_sha256).await?.unwrap_or(0);
+        let size = state
+            .store
+            .module_size(&t.module_sha256)
+            .await?
+            .unwrap_or(0);
         assignments.push(Assignment {
             assignment_id: a.assignment_id,
             task_id: t.task_id,
@@ -493,7 +503,9 @@ async fn revoke_excluded(state: &AppState, excluded: &[Exclusion]) {
 }
 
 fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[utoipa::path(post, path = "/v1/work/results", tag = "coordinator",
@@ -556,7 +568,10 @@ async fn report(
             )
             .await?;
         revoke_excluded(&state, excluded.as_slice()).await;
-        return Err(ApiError::unauthorized("bad_result_signature", e.to_string()));
+        return Err(ApiError::unauthorized(
+            "bad_result_signature",
+            e.to_string(),
+        ));
     }
     let outcome = state
         .store
@@ -600,7 +615,10 @@ async fn get_module(
     Path(sha256): Path<String>,
 ) -> ApiResult<Response> {
     if !is_hex_digest(&sha256) {
-        return Err(ApiError::field("sha256", "must be 64 lower-case hex digits"));
+        return Err(ApiError::field(
+            "sha256",
+            "must be 64 lower-case hex digits",
+        ));
     }
     let bytes = state
         .store
@@ -634,7 +652,10 @@ async fn put_module(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<ModuleStored>)> {
     if !is_hex_digest(&sha256) {
-        return Err(ApiError::field("sha256", "must be 64 lower-case hex digits"));
+        return Err(ApiError::field(
+            "sha256",
+            "must be 64 lower-case hex digits",
+        ));
     }
     let limit = state.config.max_module_bytes;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -682,8 +703,7 @@ async fn add_operator_key(
     Operator(op): Operator,
     crate::extract::ApiJson(body): crate::extract::ApiJson<OperatorKeyRegistration>,
 ) -> ApiResult<(StatusCode, Json<OperatorKey>)> {
-    b64::public_key(&body.public_key)
-        .map_err(|e| ApiError::field("public_key", e.to_string()))?;
+    b64::public_key(&body.public_key).map_err(|e| ApiError::field("public_key", e.to_string()))?;
     let now = state.clock.now();
     let audit = draft(
         &state,
@@ -743,6 +763,12 @@ async fn task_record(
     }
     verify_task(&key, &s.statement, &s.signature)
         .map_err(|e| ApiError::unauthorized("bad_task_signature", e.to_string()))?;
+    if s.bootstrap && s.known_digest.is_none() {
+        return Err(field(
+            "known_digest",
+            "a bootstrapping challenge needs its known answer".into(),
+        ));
+    }
     if let Some(known) = &s.known_digest
         && !is_hex_digest(known)
     {
@@ -782,6 +808,7 @@ async fn task_record(
         max_replicas: st.max_replicas,
         adaptive: st.adaptive,
         known_digest: s.known_digest.clone(),
+        bootstrap: s.bootstrap,
         deadline: st.deadline,
         state: TaskState::Pending,
         replicas_wanted: 2 * st.f + 1,
@@ -1168,4 +1195,3 @@ pub fn routes() -> Router<AppState> {
     )
 )]
 pub struct CoordApiDoc;
-

@@ -10,6 +10,8 @@ use askee_server::{Clock, Config, Tls, audit, consent, extract, keys, store};
 use clap::{Parser, Subcommand};
 use rand::RngCore as _;
 
+mod task_cli;
+
 /// askee control plane: consent engine, revocation, audit log.
 #[derive(Parser)]
 #[command(version, about)]
@@ -45,6 +47,23 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Requests per second allowed per client address.
+        #[arg(long, env = "ASKEE_RATE_PER_SECOND", default_value_t = 200.0)]
+        rate_per_second: f64,
+        /// Burst of requests allowed per client address.
+        #[arg(long, env = "ASKEE_RATE_BURST", default_value_t = 400.0)]
+        rate_burst: f64,
+        /// Seconds between node heartbeats (three missed: offline).
+        #[arg(long, env = "ASKEE_HEARTBEAT_SECONDS", default_value_t = 30)]
+        heartbeat_seconds: u64,
+        /// Seconds a replica is leased before it goes back to the pool.
+        #[arg(long, env = "ASKEE_LEASE_SECONDS", default_value_t = 300)]
+        lease_seconds: u64,
+    },
+    /// Submit tasks and follow them.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
     },
     /// Manage operator credentials.
     Operator {
@@ -72,7 +91,23 @@ enum OperatorCommand {
         /// Operator name, recorded in the audit log with every action.
         #[arg(long)]
         name: String,
+        /// Also register this Ed25519 public key (base64url) for signing tasks.
+        #[arg(long)]
+        public_key: Option<String>,
     },
+    /// Create an operator signing key file (0600) and print its public key.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Upload a module, sign and submit a task; with --wait, show progress
+    /// until it is verified or fails (exit status 1 unless verified).
+    Submit(Box<task_cli::SubmitArgs>),
 }
 
 #[derive(Subcommand)]
@@ -105,11 +140,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             tls_cert,
             tls_key,
+            rate_per_second,
+            rate_burst,
+            heartbeat_seconds,
+            lease_seconds,
         } => {
             let store = store::open(&cli.database_url)
                 .await
                 .with_context(|| format!("opening {}", cli.database_url))?;
-            let state = askee_server::state(config(&cli, Some(*listen)), store, Clock::System)?;
+            let mut cfg = config(&cli, Some(*listen));
+            cfg.rate_per_second = *rate_per_second;
+            cfg.rate_burst = *rate_burst;
+            cfg.heartbeat_interval = std::time::Duration::from_secs(*heartbeat_seconds);
+            cfg.lease_duration = std::time::Duration::from_secs(*lease_seconds);
+            let state = askee_server::state(cfg, store, Clock::System)?;
             let tls = tls_cert
                 .clone()
                 .zip(tls_key.clone())
@@ -117,7 +161,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             askee_server::serve(state, *listen, tls).await?;
         }
         Command::Operator {
-            command: OperatorCommand::Create { name },
+            command: OperatorCommand::Keygen { out },
+        } => {
+            let public = task_cli::keygen(out)?;
+            println!("{public}");
+        }
+        Command::Task {
+            command: TaskCommand::Submit(args),
+        } => {
+            let verified = task_cli::submit((**args).clone()).await?;
+            if !verified {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Operator {
+            command: OperatorCommand::Create { name, public_key },
         } => {
             let store = store::open(&cli.database_url).await?;
             let state = askee_server::state(config(&cli, None), store, Clock::System)?;
@@ -136,6 +194,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"name": name}),
             );
             state.store.create_operator(&record, audit).await?;
+            if let Some(public_key) = public_key {
+                askee_core::b64::public_key(public_key)
+                    .with_context(|| format!("--public-key {public_key:?}"))?;
+                let audit = consent::draft(
+                    &state,
+                    "operator.key",
+                    name,
+                    serde_json::json!({"public_key": public_key}),
+                );
+                state
+                    .store
+                    .add_operator_key(name, public_key, state.clock.now(), audit)
+                    .await?;
+            }
             println!("{credential}");
             eprintln!("operator {name:?} created; the credential above is shown only once");
         }

@@ -3,6 +3,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod sim;
 pub mod volunteer;
 
 use std::path::{Path, PathBuf};

@@ -34,6 +34,16 @@ impl ServerProcess {
     /// returns once it accepts connections (it binds only after the store
     /// is open and migrated), or panics after `timeout`.
     pub fn start(database_url: &str, data_dir: &Path, timeout: Duration) -> Self {
+        Self::start_with(database_url, data_dir, timeout, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra `serve` arguments.
+    pub fn start_with(
+        database_url: &str,
+        data_dir: &Path,
+        timeout: Duration,
+        serve_args: &[&str],
+    ) -> Self {
         let port = crate::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(binary("askee-server"))
@@ -41,6 +51,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", &addr.to_string()])
+            .args(serve_args)
             .env("ASKEE_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

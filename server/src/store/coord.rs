@@ -76,6 +76,8 @@ pub struct TaskRecord {
     pub max_replicas: u32,
     pub adaptive: bool,
     pub known_digest: Option<String>,
+    /// A bootstrapping challenge: only for nodes earning eligibility.
+    pub bootstrap: bool,
     pub deadline: i64,
     pub state: TaskState,
     pub replicas_wanted: u32,
@@ -163,7 +165,8 @@ pub struct LeaseQuery<'a> {
     pub max_tasks: u32,
     /// Task types to consider (already narrowed to the token's allowlist).
     pub task_types: &'a [String],
-    /// Only tasks with known answers (a node still earning eligibility).
+    /// Bootstrapping challenges (a node still earning eligibility) instead
+    /// of ordinary tasks.
     pub challenges_only: bool,
     pub now: i64,
     pub lease_expires_at: i64,
@@ -232,8 +235,7 @@ pub trait CoordinatorStore: Send + Sync {
 
     /// Registers a node or renews its registration (new token, profile,
     /// state active), keeping its counters. `Conflict` for a Byzantine node.
-    async fn register_node(&self, node: &NodeRecord, audit: AuditDraft)
-    -> Result<(), StoreError>;
+    async fn register_node(&self, node: &NodeRecord, audit: AuditDraft) -> Result<(), StoreError>;
 
     async fn node(&self, node_key: &str) -> Result<Option<NodeRecord>, StoreError>;
 
@@ -291,10 +293,8 @@ pub trait CoordinatorStore: Send + Sync {
         query: LeaseQuery<'_>,
     ) -> Result<Vec<(AssignmentRecord, TaskRecord)>, StoreError>;
 
-    async fn assignment(
-        &self,
-        assignment_id: &str,
-    ) -> Result<Option<AssignmentRecord>, StoreError>;
+    async fn assignment(&self, assignment_id: &str)
+    -> Result<Option<AssignmentRecord>, StoreError>;
 
     /// Records a result and runs the quorum decision, in one transaction.
     async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError>;

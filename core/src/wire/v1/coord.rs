@@ -260,6 +260,10 @@ pub struct TaskSubmission {
     /// spot checks; kept by the coordinator, never sent to nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_digest: Option<String>,
+    /// A bootstrapping challenge (needs `known_digest`): offered only to
+    /// nodes still earning eligibility, never to established ones.
+    #[serde(default)]
+    pub bootstrap: bool,
 }
 
 /// Body of `POST /v1/tasks/batch`.

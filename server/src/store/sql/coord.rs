@@ -32,7 +32,7 @@ const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, toke
 
 const TASK_COLUMNS: &str = "task_id, operator, operator_key, statement_json, signature, \
      module_sha256, task_type, duration_hours, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, f, \
-     max_replicas, adaptive, known_digest, deadline, state, replicas_wanted, replicas_active, \
+     max_replicas, adaptive, known_digest, bootstrap, deadline, state, replicas_wanted, replicas_active, \
      replicas_total, results_received, trusted_node, accepted_digest, reason, audit_index, \
      created_ms, updated_ms";
 
@@ -113,6 +113,7 @@ fn task_from(row: &AnyRow, op: &'static str) -> Result<TaskRecord, StoreError> {
         max_replicas: u32_of(g("max_replicas")?),
         adaptive: g("adaptive")? != 0,
         known_digest: row.try_get("known_digest").map_err(db(op))?,
+        bootstrap: g("bootstrap")? != 0,
         deadline: g("deadline")?,
         state,
         replicas_wanted: u32_of(g("replicas_wanted")?),
@@ -285,8 +286,8 @@ async fn save_node_stats(
     .map_err(db(op))?;
     if exclusion.is_some() && !already {
         let reason = reason.unwrap_or_default();
-        // Outstanding leases of an excluded node go back to the pool.
-        expire_node_leases(conn, &node.node_key, now, op).await?;
+        // Its outstanding leases go back to the pool at the next sweep (which
+        // locks task before assignment, like every other path).
         append_in(
             conn,
             backend_of_conn(conn),
@@ -356,30 +357,6 @@ async fn expire_assignment(
         .map_err(db(op))?;
     }
     Ok(changed == 1)
-}
-
-async fn expire_node_leases(
-    conn: &mut AnyConnection,
-    node_key: &str,
-    _now: i64,
-    op: &'static str,
-) -> Result<u64, StoreError> {
-    let rows = sqlx::query(
-        "SELECT assignment_id, task_id FROM assignments WHERE node_key = $1 AND state = 'leased'",
-    )
-    .bind(node_key)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db(op))?;
-    let mut n = 0;
-    for r in rows {
-        let a: String = r.try_get("assignment_id").map_err(db(op))?;
-        let t: String = r.try_get("task_id").map_err(db(op))?;
-        if expire_assignment(conn, &a, &t, node_key, op).await? {
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 impl SqlStore {
@@ -565,11 +542,12 @@ async fn node_entry<'m>(
     op: &'static str,
 ) -> Result<&'m mut NodeRecord, StoreError> {
     if !touched.contains_key(node_key) {
-        let node = load_node(conn, node_key, lock, op)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("node {node_key}"),
-            })?;
+        let node =
+            load_node(conn, node_key, lock, op)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("node {node_key}"),
+                })?;
         touched.insert(node_key.to_owned(), node);
     }
     Ok(touched.get_mut(node_key).expect("inserted above"))
@@ -639,13 +617,15 @@ impl CoordinatorStore for SqlStore {
         const OP: &str = "create challenge";
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            sqlx::query("INSERT INTO node_challenges (challenge, node_key, expires_at) VALUES ($1, $2, $3)")
-                .bind(challenge)
-                .bind(node_key)
-                .bind(expires_at)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
+            sqlx::query(
+                "INSERT INTO node_challenges (challenge, node_key, expires_at) VALUES ($1, $2, $3)",
+            )
+            .bind(challenge)
+            .bind(node_key)
+            .bind(expires_at)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?;
             Ok(())
         }
         .await;
@@ -682,11 +662,7 @@ impl CoordinatorStore for SqlStore {
         w.finish(result).await
     }
 
-    async fn register_node(
-        &self,
-        n: &NodeRecord,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError> {
+    async fn register_node(&self, n: &NodeRecord, audit: AuditDraft) -> Result<(), StoreError> {
         const OP: &str = "register node";
         let lock = self.for_update();
         let backend = self.backend;
@@ -777,6 +753,27 @@ impl CoordinatorStore for SqlStore {
         const OP: &str = "heartbeat";
         let mut w = self.begin_write(OP).await?;
         let result = async {
+            // Assignment rows before the node row: reports lock assignment
+            // before node, so this order cannot deadlock with them.
+            let mut live_ids = Vec::new();
+            for id in running {
+                let live = sqlx::query(
+                    "UPDATE assignments SET lease_expires_at = $3 WHERE assignment_id = $1 \
+                         AND node_key = $2 AND state = 'leased' AND EXISTS (SELECT 1 FROM tasks t \
+                         WHERE t.task_id = assignments.task_id AND t.state = 'pending')",
+                )
+                .bind(id)
+                .bind(node_key)
+                .bind(lease_expires_at)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?
+                .rows_affected()
+                    == 1;
+                if live {
+                    live_ids.push(id.clone());
+                }
+            }
             sqlx::query(
                 "UPDATE nodes SET last_heartbeat = $2, heartbeats = heartbeats + 1, \
                  state = CASE WHEN state = 'offline' THEN 'active' ELSE state END \
@@ -792,26 +789,15 @@ impl CoordinatorStore for SqlStore {
                 .ok_or_else(|| StoreError::NotFound {
                     what: format!("node {node_key}"),
                 })?;
-            let mut abandon = Vec::new();
-            for id in running {
-                let live = node.state == NodeState::Active
-                    && sqlx::query(
-                        "UPDATE assignments SET lease_expires_at = $3 WHERE assignment_id = $1 \
-                         AND node_key = $2 AND state = 'leased' AND EXISTS (SELECT 1 FROM tasks t \
-                         WHERE t.task_id = assignments.task_id AND t.state = 'pending')",
-                    )
-                    .bind(id)
-                    .bind(node_key)
-                    .bind(lease_expires_at)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?
-                    .rows_affected()
-                        == 1;
-                if !live {
-                    abandon.push(id.clone());
-                }
-            }
+            let abandon = if node.state == NodeState::Active {
+                running
+                    .iter()
+                    .filter(|id| !live_ids.contains(id))
+                    .cloned()
+                    .collect()
+            } else {
+                running.to_vec()
+            };
             Ok((node.state, abandon))
         }
         .await;
@@ -906,11 +892,12 @@ impl CoordinatorStore for SqlStore {
     }
 
     async fn module_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size_bytes FROM modules WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("read module size"))?;
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size_bytes FROM modules WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read module size"))?;
         Ok(size.map(u))
     }
 
@@ -928,7 +915,7 @@ impl CoordinatorStore for SqlStore {
             for (t, draft) in tasks.iter().zip(audits) {
                 let n = sqlx::query(&format!(
                     "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 0, 0, 0, NULL, NULL, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $22, $17, $18, $19, 0, 0, 0, NULL, NULL, \
                      NULL, NULL, $20, $21) ON CONFLICT (task_id) DO NOTHING"
                 ))
                 .bind(&t.task_id)
@@ -952,6 +939,7 @@ impl CoordinatorStore for SqlStore {
                 .bind(i64::from(t.replicas_wanted))
                 .bind(t.created_ms)
                 .bind(t.updated_ms)
+                .bind(i64::from(t.bootstrap))
                 .execute(w.conn())
                 .await
                 .map_err(db(OP))?
@@ -996,9 +984,9 @@ impl CoordinatorStore for SqlStore {
                 .map(|i| format!("${}", i + 4))
                 .collect();
             let challenge = if q.challenges_only {
-                " AND t.known_digest IS NOT NULL"
+                " AND t.bootstrap = 1"
             } else {
-                ""
+                " AND t.bootstrap = 0"
             };
             let sql = format!(
                 "SELECT {cols} FROM tasks t WHERE t.state = 'pending' \
@@ -1016,7 +1004,7 @@ impl CoordinatorStore for SqlStore {
             let mut query = sqlx::query(&sql)
                 .bind(q.node_key)
                 .bind(q.now)
-                .bind(i64::from(q.max_tasks) * 4 + 8);
+                .bind(i64::from(q.max_tasks) * 2 + 2);
             for t in q.task_types {
                 query = query.bind(t);
             }
@@ -1027,38 +1015,38 @@ impl CoordinatorStore for SqlStore {
                 .map(|r| task_from(r, OP))
                 .collect::<Result<_, _>>()?;
             // Sybil diversity: prefer tasks whose other replicas run under
-            // another owner and network prefix.
-            let mut diverse = Vec::new();
-            let mut crowded = Vec::new();
+            // another owner (strongly) and another network prefix.
+            let mut ranked = Vec::new();
             for t in candidates {
                 let choice = (q.choose)(&t);
                 if choice == LeaseChoice::Skip {
                     continue;
                 }
-                let shares = t.replicas_total > 0
-                    && sqlx::query_scalar::<_, i64>(
-                        "SELECT COUNT(*) FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
-                         WHERE a.task_id = $1 AND a.state IN ('leased', 'reported') \
-                         AND (n.owner = $2 OR n.network_prefix = $3)",
+                let mut score = 0i64;
+                if t.replicas_total > 0 {
+                    let row = sqlx::query(
+                        "SELECT \
+                         COALESCE(SUM(CASE WHEN n.owner = $2 THEN 1 ELSE 0 END), 0) AS same_owner, \
+                         COALESCE(SUM(CASE WHEN n.network_prefix = $3 THEN 1 ELSE 0 END), 0) AS same_net \
+                         FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
+                         WHERE a.task_id = $1 AND a.state IN ('leased', 'reported')",
                     )
                     .bind(&t.task_id)
                     .bind(q.owner)
                     .bind(q.network_prefix)
                     .fetch_one(w.conn())
                     .await
-                    .map_err(db(OP))?
-                        > 0;
-                if shares {
-                    crowded.push((t, choice));
-                } else {
-                    diverse.push((t, choice));
+                    .map_err(db(OP))?;
+                    let same_owner: i64 = row.try_get("same_owner").map_err(db(OP))?;
+                    let same_net: i64 = row.try_get("same_net").map_err(db(OP))?;
+                    score = 2 * same_owner.min(1) + same_net.min(1);
                 }
-                if diverse.len() >= q.max_tasks as usize {
-                    break;
-                }
+                ranked.push((score, t, choice));
             }
+            // Stable: queue order within one diversity class.
+            ranked.sort_by_key(|(score, _, _)| *score);
             let mut out = Vec::new();
-            for (mut t, choice) in diverse.into_iter().chain(crowded).take(q.max_tasks as usize) {
+            for (_, mut t, choice) in ranked.into_iter().take(q.max_tasks as usize) {
                 let id = (q.new_id)();
                 let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
                 sqlx::query(
@@ -1180,16 +1168,43 @@ impl CoordinatorStore for SqlStore {
                 task_state: task.state,
                 excluded: Vec::new(),
             };
-            if matches!(
-                a.state,
-                AssignmentState::Reported | AssignmentState::Failed
-            ) {
+            if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
                 return Ok(not_recorded(&task));
             }
             if task.state.is_final() || a.state == AssignmentState::Abandoned {
                 return Ok(not_recorded(&task));
             }
+            let byzantine: Option<String> =
+                sqlx::query_scalar("SELECT state FROM nodes WHERE node_key = $1")
+                    .bind(&input.node_key)
+                    .fetch_optional(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+            if byzantine.as_deref() == Some(NodeState::Byzantine.as_str()) {
+                // An excluded node's results never count; its replica goes back.
+                if a.state == AssignmentState::Leased {
+                    expire_assignment(w.conn(), &a.assignment_id, &a.task_id, &a.node_key, OP)
+                        .await?;
+                }
+                return Ok(not_recorded(&task));
+            }
             let mut touched: BTreeMap<String, NodeRecord> = BTreeMap::new();
+            // Lock every node this report can touch (the reporter and the
+            // task's other reporters) up front, in key order, so concurrent
+            // reports never wait on each other in a cycle.
+            let mut keys: Vec<String> = sqlx::query_scalar(
+                "SELECT node_key FROM assignments WHERE task_id = $1 AND state = 'reported'",
+            )
+            .bind(&task.task_id)
+            .fetch_all(w.conn())
+            .await
+            .map_err(db(OP))?;
+            keys.push(input.node_key.clone());
+            keys.sort();
+            keys.dedup();
+            for k in &keys {
+                node_entry(w.conn(), &mut touched, k, lock, OP).await?;
+            }
             let was_live = a.state == AssignmentState::Leased;
             match input.status {
                 ReportStatus::Failed => {
@@ -1211,7 +1226,8 @@ impl CoordinatorStore for SqlStore {
                         task.trusted_node = None;
                         task.replicas_wanted = 2 * task.f + 1;
                     }
-                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    let node =
+                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
                     node.stats.failed += 1;
                 }
                 ReportStatus::Completed => {
@@ -1234,7 +1250,8 @@ impl CoordinatorStore for SqlStore {
                         task.replicas_active += 1;
                     }
                     task.results_received += 1;
-                    let node = node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
+                    let node =
+                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
                     node.stats.completed += 1;
                     if let Some(known) = task.known_digest.clone() {
                         let reported = AssignmentRecord {
@@ -1299,7 +1316,16 @@ impl CoordinatorStore for SqlStore {
             };
             node.stats.invalid_signatures += 1;
             tracing::warn!(node = node_key, what, "node misbehaved");
-            save_node_stats(w.conn(), &node, now_ms.div_euclid(1000), now_ms, 30, &policy, OP).await
+            save_node_stats(
+                w.conn(),
+                &node,
+                now_ms.div_euclid(1000),
+                now_ms,
+                30,
+                &policy,
+                OP,
+            )
+            .await
         }
         .await;
         w.finish(result).await
@@ -1354,70 +1380,52 @@ impl CoordinatorStore for SqlStore {
     ) -> Result<SweepReport, StoreError> {
         const OP: &str = "sweep";
         let lock = self.for_update();
-        let skip_locked = self.skip_locked();
         let backend = self.backend;
         let mut report = SweepReport::default();
-        // Silent nodes go offline; their leases go back (handleNodeFailure).
-        let silent: Vec<String> = sqlx::query_scalar(
-            "SELECT node_key FROM nodes WHERE state = 'active' AND last_heartbeat < $1 LIMIT 1000",
-        )
-        .bind(offline_before)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db(OP))?;
-        for node_key in silent {
-            let mut w = self.begin_write(OP).await?;
-            let result = async {
-                let n = sqlx::query(
-                    "UPDATE nodes SET state = 'offline' WHERE node_key = $1 AND state = 'active' \
-                     AND last_heartbeat < $2",
-                )
-                .bind(&node_key)
-                .bind(offline_before)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?
-                .rows_affected();
-                if n == 1 {
-                    let expired = expire_node_leases(w.conn(), &node_key, now, OP).await?;
-                    return Ok((1, expired));
-                }
-                Ok((0, 0))
-            }
-            .await;
-            let (off, expired) = w.finish(result).await?;
-            report.nodes_offline += off;
-            report.leases_expired += expired;
+        // Silent nodes go offline (handleNodeFailure); their leases are
+        // put back below.
+        let mut w = self.begin_write(OP).await?;
+        let result = async {
+            Ok(sqlx::query(
+                "UPDATE nodes SET state = 'offline' WHERE state = 'active' AND last_heartbeat < $1",
+            )
+            .bind(offline_before)
+            .execute(w.conn())
+            .await
+            .map_err(db(OP))?
+            .rows_affected())
         }
-        // Overdue leases.
+        .await;
+        report.nodes_offline = w.finish(result).await?;
+        // Overdue leases, and every lease of a node that is no longer
+        // active. One transaction per replica, task row first.
         loop {
-            let mut w = self.begin_write(OP).await?;
-            let result = async {
-                let rows = sqlx::query(&format!(
-                    "SELECT assignment_id, task_id, node_key FROM assignments \
-                     WHERE state = 'leased' AND lease_expires_at < $1 LIMIT 200{skip_locked}"
-                ))
-                .bind(now)
-                .fetch_all(w.conn())
-                .await
-                .map_err(db(OP))?;
-                let mut n = 0u64;
-                for r in &rows {
-                    let a: String = r.try_get("assignment_id").map_err(db(OP))?;
-                    let t: String = r.try_get("task_id").map_err(db(OP))?;
-                    let k: String = r.try_get("node_key").map_err(db(OP))?;
-                    // Lock the task first, as leasing and reporting do.
+            let rows = sqlx::query(
+                "SELECT assignment_id, task_id, node_key FROM assignments WHERE state = 'leased' \
+                 AND (lease_expires_at < $1 OR node_key IN (SELECT node_key FROM nodes \
+                 WHERE state <> 'active')) LIMIT 500",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(OP))?;
+            let mut n = 0u64;
+            for r in &rows {
+                let a: String = r.try_get("assignment_id").map_err(db(OP))?;
+                let t: String = r.try_get("task_id").map_err(db(OP))?;
+                let k: String = r.try_get("node_key").map_err(db(OP))?;
+                let mut w = self.begin_write(OP).await?;
+                let result = async {
                     load_task(w.conn(), &t, lock, OP).await?;
-                    if expire_assignment(w.conn(), &a, &t, &k, OP).await? {
-                        n += 1;
-                    }
+                    expire_assignment(w.conn(), &a, &t, &k, OP).await
                 }
-                Ok((rows.len(), n))
+                .await;
+                if w.finish(result).await? {
+                    n += 1;
+                }
             }
-            .await;
-            let (seen, n) = w.finish(result).await?;
             report.leases_expired += n;
-            if seen < 200 {
+            if rows.len() < 500 || n == 0 {
                 break;
             }
         }

@@ -1,0 +1,622 @@
+//! The coordinator over the real router and store, on both backends:
+//! attestation, bootstrapping challenges, leases to distinct nodes, the
+//! 2f+1 / f+1 quorum with audit evidence, idempotent reports, Byzantine
+//! exclusion with token revocation, lease expiry, replica growth up to a
+//! cap, progress events and problem documents for bad input.
+
+mod support;
+
+use askee_core::signing::{self, sign_result, sign_task};
+use askee_core::wire::v1::*;
+use askee_core::{SigningKey, b64};
+use askee_server::extract::credential_hash;
+use askee_server::store::OperatorRecord;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use support::{Backend, TestServer, key_of, node};
+use tower::ServiceExt as _;
+
+const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+fn profile() -> SystemProfile {
+    serde_json::from_value(json!({
+        "os": "linux",
+        "cpu": {"arch": "x86_64", "model": "test", "cores": 4, "frequency_mhz": 0},
+        "memory": {"total_mb": 4096, "available_mb": 2048},
+        "storage": {"free_gb": 20, "total_gb": 40},
+        "network": {"bandwidth_mbps": 100, "metered": null},
+        "gpus": [],
+        "containerSupport": {"isolation": "linux-namespaces", "cgroup_version": 2,
+            "user_namespaces": true, "seccomp": true, "landlock_abi": 4, "wasm": true}
+    }))
+    .unwrap()
+}
+
+fn digest_of(answer: &str) -> String {
+    hex::encode(signing::sha256(answer.as_bytes()))
+}
+
+struct Op {
+    credential: String,
+    key: SigningKey,
+}
+
+impl Op {
+    fn auth(&self) -> (&'static str, String) {
+        ("authorization", format!("Bearer {}", self.credential))
+    }
+}
+
+async fn operator(s: &TestServer) -> Op {
+    let credential = "askee_op_test-credential".to_string();
+    s.state
+        .store
+        .create_operator(
+            &OperatorRecord {
+                name: "ops".into(),
+                token_hash: credential_hash(&credential),
+                created_at: s.now(),
+            },
+            askee_server::consent::draft(&s.state, "operator.create", "ops", json!({})),
+        )
+        .await
+        .unwrap();
+    let op = Op {
+        credential,
+        key: SigningKey::from_bytes(&[200; 32]),
+    };
+    let body = json!({"public_key": key_of(&op.key)});
+    s.post_raw(
+        "/v1/operators/keys",
+        serde_json::to_vec(&body).unwrap(),
+        &[op.auth()],
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let sha = hex::encode(signing::sha256(MODULE));
+    let resp = s
+        .send(
+            Request::put(format!("/v1/modules/{sha}"))
+                .header("authorization", format!("Bearer {}", op.credential))
+                .header("content-type", "application/wasm")
+                .body(Body::from(MODULE))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+    op
+}
+
+fn statement(s: &TestServer, f: u32, max_replicas: u32, nonce: &str) -> TaskStatement {
+    TaskStatement {
+        version: TASK_STATEMENT_VERSION.into(),
+        module_sha256: hex::encode(signing::sha256(MODULE)),
+        task_type: "data-processing".into(),
+        inputs: TaskInputs {
+            args: vec![nonce.into()],
+            ..Default::default()
+        },
+        requirements: TaskRequirements {
+            cpu_cores: 1,
+            ram_mb: 64,
+            storage_gb: 0,
+            bandwidth_mbps: 0,
+        },
+        limits: TaskLimits {
+            fuel: 1_000_000,
+            memory_mb: 64,
+            wall_seconds: 60,
+            cpu_percent: 50,
+        },
+        random_seed: 1,
+        deadline: s.now() + 3600,
+        f,
+        max_replicas,
+        adaptive: false,
+        nonce: nonce.into(),
+    }
+}
+
+async fn submit(s: &TestServer, op: &Op, st: TaskStatement, known: Option<String>) -> String {
+    let sub = TaskSubmission {
+        signature: sign_task(&op.key, &st),
+        statement: st,
+        operator_public_key: key_of(&op.key),
+        // In these tests every task with a known answer is a challenge for
+        // new nodes.
+        bootstrap: known.is_some(),
+        known_digest: known,
+    };
+    let body = s
+        .post_raw("/v1/tasks", serde_json::to_vec(&sub).unwrap(), &[op.auth()])
+        .await
+        .expect(StatusCode::CREATED);
+    body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// consent → challenge → attested registration.
+async fn register(s: &TestServer, n: &SigningKey) -> Value {
+    let granted = s.consent(n).await;
+    let ch = s
+        .signed(n, "/v1/nodes/challenge", &json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let challenge = ch["challenge"].as_str().unwrap();
+    let p = profile();
+    let att = signing::sign_attestation(n, challenge, &granted.consent_token.payload.token_id, &p);
+    let reg = NodeRegistration {
+        challenge: challenge.into(),
+        consent_token: granted.consent_token.token.clone(),
+        profile: p,
+        attestation: att,
+    };
+    s.signed(
+        n,
+        "/v1/nodes/register",
+        &serde_json::to_value(&reg).unwrap(),
+    )
+    .await
+    .expect(StatusCode::OK)
+}
+
+async fn lease(s: &TestServer, n: &SigningKey, max: u32) -> Vec<Assignment> {
+    let r = s
+        .signed(n, "/v1/work/lease", &json!({"max_tasks": max}))
+        .await
+        .expect(StatusCode::OK);
+    serde_json::from_value(r["assignments"].clone()).unwrap()
+}
+
+async fn report(s: &TestServer, n: &SigningKey, a: &Assignment, digest: &str) -> support::Reply {
+    let node_id = key_of(n);
+    let sig = sign_result(
+        n,
+        &ResultStatement {
+            assignment_id: &a.assignment_id,
+            task_id: &a.task_id,
+            node_id: &node_id,
+            status: ReportStatus::Completed,
+            result_digest: digest,
+        },
+    );
+    let r = ResultReport {
+        assignment_id: a.assignment_id.clone(),
+        task_id: a.task_id.clone(),
+        status: ReportStatus::Completed,
+        result_digest: digest.into(),
+        exit_code: 0,
+        stdout: b64::encode(b"out"),
+        outputs: Default::default(),
+        failure: String::new(),
+        usage: Default::default(),
+        signature: sig,
+    };
+    s.signed(n, "/v1/work/results", &serde_json::to_value(&r).unwrap())
+        .await
+}
+
+/// A new node earns eligibility by answering challenges (known answers).
+async fn bootstrap(s: &TestServer, op: &Op, n: &SigningKey, tag: &str) {
+    for i in 0..3 {
+        let nonce = format!("challenge-{tag}-{i}");
+        submit(s, op, statement(s, 0, 1, &nonce), Some(digest_of(&nonce))).await;
+        let got = lease(s, n, 1).await;
+        assert_eq!(got.len(), 1, "a bootstrapping node gets a challenge");
+        assert_eq!(got[0].statement.nonce, nonce);
+        report(s, n, &got[0], &digest_of(&nonce))
+            .await
+            .expect(StatusCode::OK);
+    }
+}
+
+async fn task_status(s: &TestServer, op: &Op, id: &str) -> TaskStatus {
+    let r = s
+        .send(
+            Request::get(format!("/v1/tasks/{id}"))
+                .header("authorization", op.auth().1)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    serde_json::from_value(r.expect(StatusCode::OK)).unwrap()
+}
+
+async fn quorum_accepts_with_evidence_in_the_audit_log(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let nodes: Vec<SigningKey> = (1..=4).map(node).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let reg = register(&s, n).await;
+        assert_eq!(reg["state"], "active");
+        // A fresh node is below every floor: no ordinary work yet.
+        assert!(reg["reputation"].as_f64().unwrap() < 0.5);
+        bootstrap(&s, &op, n, &i.to_string()).await;
+    }
+    let id = submit(&s, &op, statement(&s, 1, 3, "real-1"), None).await;
+    let good = digest_of("right");
+    let bad = digest_of("wrong");
+    let mut leased = Vec::new();
+    for n in &nodes[..3] {
+        let a = lease(&s, n, 4).await;
+        assert_eq!(a.len(), 1, "one replica per node");
+        assert_eq!(a[0].task_id, id);
+        // The agent can check the operator's signature over the statement.
+        signing::verify_task(
+            &b64::public_key(&a[0].operator_public_key).unwrap(),
+            &a[0].statement,
+            &a[0].operator_signature,
+        )
+        .unwrap();
+        leased.push(a.into_iter().next().unwrap());
+    }
+    // Three replicas are out: the fourth node gets nothing.
+    assert!(lease(&s, &nodes[3], 4).await.is_empty());
+    let module = s.get(&leased[0].module.url).await;
+    assert_eq!(module.status, StatusCode::OK);
+
+    let ack = report(&s, &nodes[0], &leased[0], &good)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack["task_state"], "pending");
+    let ack = report(&s, &nodes[2], &leased[2], &bad)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack["task_state"], "pending");
+    let before = s.audit_size().await;
+    let ack = report(&s, &nodes[1], &leased[1], &good)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack, json!({"recorded": true, "task_state": "verified"}));
+    // Reporting again is answered, and counts nothing.
+    let again = report(&s, &nodes[1], &leased[1], &good)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again, json!({"recorded": false, "task_state": "verified"}));
+
+    let st = task_status(&s, &op, &id).await;
+    assert_eq!(st.state, TaskState::Verified);
+    assert_eq!(st.accepted_digest.as_deref(), Some(good.as_str()));
+    assert_eq!(st.evidence.len(), 3);
+    assert_eq!(st.stdout.as_deref(), Some(b64::encode(b"out").as_str()));
+    let idx = st.audit_index.unwrap();
+    assert!(idx >= before);
+    let entries = s.state.store.audit_entries(idx, idx + 1).await.unwrap();
+    assert_eq!(entries[0].entry.kind, "task.verified");
+    assert_eq!(entries[0].entry.subject, id);
+    assert_eq!(entries[0].entry.data["digest"], good);
+    assert_eq!(
+        entries[0].entry.data["evidence"].as_array().unwrap().len(),
+        3
+    );
+
+    // The dissenter lost accuracy; the agreeing nodes did not.
+    let ledger = s
+        .send(
+            Request::get("/v1/reputation")
+                .header("authorization", op.auth().1)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .expect(StatusCode::OK);
+    let entry = |n: &SigningKey| {
+        ledger["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node_id"] == key_of(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry(&nodes[2])["wrong"], 1);
+    assert_eq!(entry(&nodes[0])["wrong"], 0);
+    assert!(entry(&nodes[2])["reputation"].as_f64() < entry(&nodes[0])["reputation"].as_f64());
+
+    // Progress events: the final state, then the stream ends.
+    let resp = s
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/v1/tasks/{id}/events"))
+                .header("authorization", op.auth().1)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("event: progress"), "{text}");
+    assert!(text.contains("\"state\":\"verified\""), "{text}");
+}
+
+async fn wrong_answers_exclude_and_revoke(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let liar = node(9);
+    let reg = register(&s, &liar).await;
+    assert_eq!(reg["state"], "active");
+    for i in 0..3 {
+        let nonce = format!("c{i}");
+        submit(
+            &s,
+            &op,
+            statement(&s, 0, 2, &nonce),
+            Some(digest_of(&nonce)),
+        )
+        .await;
+        let got = lease(&s, &liar, 1).await;
+        assert_eq!(got.len(), 1);
+        report(&s, &liar, &got[0], &digest_of("lie"))
+            .await
+            .expect(StatusCode::OK);
+    }
+    // Excluded: no more work, reputation zero, token revoked, reason logged.
+    let p = s
+        .signed(&liar, "/v1/work/lease", &json!({"max_tasks": 1}))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert_eq!(p["reason"], "byzantine");
+    let n = s.state.store.node(&key_of(&liar)).await.unwrap().unwrap();
+    assert_eq!(n.state, NodeState::Byzantine);
+    assert_eq!(n.reputation_micros, 0);
+    assert!(n.exclusion_reason.unwrap().contains("InconsistentResults"));
+    let token = s.state.store.token(&n.token_id).await.unwrap().unwrap();
+    let v = s.verify(&token.jwt).await.problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(v["reason"], "revoked");
+    let size = s.audit_size().await;
+    let kinds: Vec<String> = s
+        .state
+        .store
+        .audit_entries(0, size)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.kind)
+        .collect();
+    assert!(kinds.contains(&"node.byzantine".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"consent.revoke".to_string()), "{kinds:?}");
+    // Re-registering does not bring it back.
+    let granted = s.consent(&liar).await;
+    let ch = s
+        .signed(&liar, "/v1/nodes/challenge", &json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let challenge = ch["challenge"].as_str().unwrap();
+    let att = signing::sign_attestation(
+        &liar,
+        challenge,
+        &granted.consent_token.payload.token_id,
+        &profile(),
+    );
+    let reg = json!({"challenge": challenge, "consent_token": granted.consent_token.token,
+        "profile": profile(), "attestation": att});
+    s.signed(&liar, "/v1/nodes/register", &reg)
+        .await
+        .problem(StatusCode::CONFLICT);
+}
+
+async fn forged_result_signature_excludes(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let n = node(11);
+    register(&s, &n).await;
+    submit(&s, &op, statement(&s, 0, 1, "x"), Some(digest_of("x"))).await;
+    let got = lease(&s, &n, 1).await;
+    let node_id = key_of(&n);
+    // Signed by another key.
+    let sig = sign_result(
+        &node(12),
+        &ResultStatement {
+            assignment_id: &got[0].assignment_id,
+            task_id: &got[0].task_id,
+            node_id: &node_id,
+            status: ReportStatus::Completed,
+            result_digest: &digest_of("x"),
+        },
+    );
+    let body = json!({"assignment_id": got[0].assignment_id, "task_id": got[0].task_id,
+        "status": "completed", "result_digest": digest_of("x"), "signature": sig});
+    let p = s
+        .signed(&n, "/v1/work/results", &body)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(p["reason"], "bad_result_signature");
+    let rec = s.state.store.node(&node_id).await.unwrap().unwrap();
+    assert_eq!(rec.state, NodeState::Byzantine);
+}
+
+async fn expired_leases_and_silent_nodes_put_work_back(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let a = node(21);
+    let b = node(22);
+    register(&s, &a).await;
+    register(&s, &b).await;
+    let id = submit(&s, &op, statement(&s, 0, 1, "t"), Some(digest_of("t"))).await;
+    let got = lease(&s, &a, 1).await;
+    assert_eq!(got[0].task_id, id);
+    assert!(lease(&s, &b, 1).await.is_empty());
+    // A heartbeat naming the assignment extends its lease.
+    let hb = s
+        .signed(
+            &a,
+            "/v1/nodes/heartbeat",
+            &json!({"running": [got[0].assignment_id], "accepting_work": false}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(hb["abandon"], json!([]));
+    // Node a goes silent past three heartbeats and the lease: the work goes
+    // back and b takes it.
+    s.advance(400);
+    s.signed(&b, "/v1/nodes/heartbeat", &json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let swept = askee_server::coord::sweep_once(&s.state).await.unwrap();
+    assert_eq!(swept.nodes_offline, 1);
+    assert_eq!(swept.leases_expired, 1);
+    let got_b = lease(&s, &b, 1).await;
+    assert_eq!(got_b.len(), 1);
+    assert_eq!(got_b[0].task_id, id);
+    report(&s, &b, &got_b[0], &digest_of("t"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(task_status(&s, &op, &id).await.state, TaskState::Verified);
+    // The silent node's late report counts nothing once the task is decided.
+    let late = report(&s, &a, &got[0], &digest_of("t"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(late["recorded"], false);
+}
+
+async fn no_quorum_grows_replicas_then_fails_visibly(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let nodes: Vec<SigningKey> = (30..34).map(node).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        register(&s, n).await;
+        bootstrap(&s, &op, n, &format!("q{i}")).await;
+    }
+    let id = submit(&s, &op, statement(&s, 1, 4, "split"), None).await;
+    for (i, n) in nodes.iter().take(3).enumerate() {
+        let a = lease(&s, n, 1).await;
+        report(&s, n, &a[0], &digest_of(&format!("answer-{i}")))
+            .await
+            .expect(StatusCode::OK);
+    }
+    // Three different answers: one more replica, up to the cap of 4.
+    let st = task_status(&s, &op, &id).await;
+    assert_eq!(st.state, TaskState::Pending);
+    let a = lease(&s, &nodes[3], 1).await;
+    assert_eq!(a.len(), 1);
+    let ack = report(&s, &nodes[3], &a[0], &digest_of("answer-3"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack["task_state"], "failed");
+    let st = task_status(&s, &op, &id).await;
+    assert!(st.reason.unwrap().contains("no quorum"));
+    assert_eq!(st.evidence.len(), 4);
+}
+
+async fn bad_input_is_a_problem(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let n = node(40);
+    // Unregistered nodes get no work.
+    let p = s
+        .signed(&n, "/v1/work/lease", &json!({"max_tasks": 1}))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert_eq!(p["reason"], "not_registered");
+    register(&s, &n).await;
+    s.signed(&n, "/v1/work/lease", &json!({"max_tasks": 0}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    // A registration with an unknown challenge.
+    let granted = s.consent(&node(41)).await;
+    let att = signing::sign_attestation(
+        &node(41),
+        "nope",
+        &granted.consent_token.payload.token_id,
+        &profile(),
+    );
+    let reg = json!({"challenge": "nope", "consent_token": granted.consent_token.token,
+        "profile": profile(), "attestation": att});
+    let p = s
+        .signed(&node(41), "/v1/nodes/register", &reg)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(p["reason"], "unknown_challenge");
+    // Someone else's token.
+    let p = s
+        .signed(&node(42), "/v1/nodes/register", &reg)
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert!(p["detail"].as_str().unwrap().contains("another node"));
+    // A task signed by another key.
+    let st = statement(&s, 1, 3, "bad");
+    let sub = json!({"statement": st, "operator_public_key": key_of(&op.key),
+        "signature": sign_task(&node(43), &st)});
+    let p = s
+        .post_raw("/v1/tasks", serde_json::to_vec(&sub).unwrap(), &[op.auth()])
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(p["reason"], "bad_task_signature");
+    // A type outside the allowlist and f too small for max_replicas.
+    let mut st = statement(&s, 1, 2, "bad2");
+    st.task_type = "crypto-mining".into();
+    let sub = json!({"statement": st, "operator_public_key": key_of(&op.key),
+        "signature": sign_task(&op.key, &st)});
+    let p = s
+        .post_raw("/v1/tasks", serde_json::to_vec(&sub).unwrap(), &[op.auth()])
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["statement.task_type", "statement.max_replicas"]);
+    // No credential.
+    s.post_raw("/v1/tasks", serde_json::to_vec(&sub).unwrap(), &[])
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    // A module whose bytes do not match the name.
+    let r = s
+        .send(
+            Request::put(format!("/v1/modules/{}", "0".repeat(64)))
+                .header("authorization", op.auth().1)
+                .body(Body::from(MODULE))
+                .unwrap(),
+        )
+        .await;
+    r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    // A result for an assignment that does not exist.
+    let fake = Assignment {
+        assignment_id: "nope".into(),
+        task_id: "nope".into(),
+        module: ModuleRef {
+            sha256: String::new(),
+            url: String::new(),
+            size_bytes: 0,
+        },
+        statement: statement(&s, 0, 1, "n"),
+        operator_public_key: String::new(),
+        operator_signature: String::new(),
+        lease_expires_at: 0,
+    };
+    report(&s, &n, &fake, &digest_of("n"))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    // Cancel: pending → cancelled, then a conflict.
+    let id = submit(&s, &op, statement(&s, 1, 3, "c"), None).await;
+    let path = format!("/v1/tasks/{id}/cancel");
+    s.post_raw(&path, b"{}".to_vec(), &[op.auth()])
+        .await
+        .expect(StatusCode::OK);
+    s.post_raw(&path, b"{}".to_vec(), &[op.auth()])
+        .await
+        .problem(StatusCode::CONFLICT);
+    // Resubmitting the same statement is the same task.
+    let st = statement(&s, 1, 3, "same");
+    let a = submit(&s, &op, st.clone(), None).await;
+    let b = submit(&s, &op, st, None).await;
+    assert_eq!(a, b);
+}
+
+both_backends!(
+    quorum_accepts_with_evidence_in_the_audit_log,
+    wrong_answers_exclude_and_revoke,
+    forged_result_signature_excludes,
+    expired_leases_and_silent_nodes_put_work_back,
+    no_quorum_grows_replicas_then_fails_visibly,
+    bad_input_is_a_problem,
+);

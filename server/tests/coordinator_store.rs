@@ -1,0 +1,223 @@
+//! Scale-out invariants of the coordinator store, with two store instances
+//! (two connection pools, as two server processes have) on one database:
+//! concurrent leases never give a task more replicas than it wants nor one
+//! node two replicas of a task, and concurrent duplicate reports are
+//! recorded once. Runs on PostgreSQL (SKIP LOCKED) and SQLite.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use askee_core::rules::ByzantinePolicy;
+use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
+use askee_server::store::{
+    AuditDraft, LeaseChoice, LeaseQuery, NodeRecord, NodeStats, ResultInput, Store, TaskRecord,
+};
+use askee_testkit::pg::PgCluster;
+
+fn audit(kind: &str) -> AuditDraft {
+    AuditDraft {
+        timestamp_ms: 1,
+        kind: kind.into(),
+        subject: "s".into(),
+        data: serde_json::json!({}),
+    }
+}
+
+fn node(k: usize) -> NodeRecord {
+    NodeRecord {
+        node_key: format!("node-{k:03}"),
+        token_id: format!("tok-{k}"),
+        grant_id: format!("grant-{k}"),
+        token_expires_at: 4_000_000_000,
+        token_payload_json: "{}".into(),
+        profile_json: "{}".into(),
+        cpu_cores: 4,
+        ram_mb: 4096,
+        storage_gb: 10,
+        bandwidth_mbps: 10,
+        owner: format!("owner-{k}"),
+        network_prefix: "127.0.0.0/24".into(),
+        state: NodeState::Active,
+        registered_at: 0,
+        last_heartbeat: 0,
+        stats: NodeStats::default(),
+        reputation_micros: 0,
+        exclusion_reason: None,
+    }
+}
+
+fn task(i: usize) -> TaskRecord {
+    TaskRecord {
+        task_id: format!("task-{i:04}"),
+        operator: "op".into(),
+        operator_key: "key".into(),
+        statement_json: "{}".into(),
+        signature: "sig".into(),
+        module_sha256: "m".into(),
+        task_type: "data-processing".into(),
+        duration_hours: 1,
+        cpu_cores: 1,
+        ram_mb: 16,
+        storage_gb: 0,
+        bandwidth_mbps: 0,
+        f: 1,
+        max_replicas: 5,
+        adaptive: false,
+        known_digest: None,
+        bootstrap: false,
+        deadline: 4_000_000_000,
+        state: TaskState::Pending,
+        replicas_wanted: 3,
+        replicas_active: 0,
+        replicas_total: 0,
+        results_received: 0,
+        trusted_node: None,
+        accepted_digest: None,
+        reason: None,
+        audit_index: None,
+        created_ms: i as i64,
+        updated_ms: i as i64,
+    }
+}
+
+async fn concurrent_leases_and_reports(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    const NODES: usize = 24;
+    const TASKS: usize = 40;
+    a.put_module("m", b"\0asm", "op", 0).await.unwrap();
+    for k in 0..NODES {
+        a.register_node(&node(k), audit("node.register"))
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<TaskRecord> = (0..TASKS).map(task).collect();
+    let audits = tasks.iter().map(|_| audit("task.submit")).collect();
+    a.create_tasks(&tasks, audits).await.unwrap();
+
+    // Every node leases from one of the two stores at once, repeatedly;
+    // then, once nobody competes, the rows skipped while locked are taken.
+    let lease_round = |store: Arc<dyn Store>, k: usize, rounds: usize| async move {
+        let key = node(k).node_key;
+        let types = vec!["data-processing".to_owned()];
+        let new_id = || uuid::Uuid::new_v4().to_string();
+        let choose = |_: &TaskRecord| LeaseChoice::Take;
+        let mut got = Vec::new();
+        for _ in 0..rounds {
+            let leased = store
+                .lease(LeaseQuery {
+                    node_key: &key,
+                    owner: "o",
+                    network_prefix: "p",
+                    max_tasks: 4,
+                    task_types: &types,
+                    challenges_only: false,
+                    now: 1_000,
+                    lease_expires_at: 2_000,
+                    new_id: &new_id,
+                    choose: &choose,
+                })
+                .await
+                .unwrap();
+            got.extend(leased.into_iter().map(|(a, _)| a));
+        }
+        got
+    };
+    let mut handles = Vec::new();
+    for k in 0..NODES {
+        let store = if k % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(lease_round(store, k, 4)));
+    }
+    let mut per_task: HashMap<String, Vec<String>> = HashMap::new();
+    let mut all = Vec::new();
+    let mut leased = Vec::new();
+    for h in handles {
+        leased.extend(h.await.unwrap());
+    }
+    for k in 0..NODES {
+        leased.extend(lease_round(b.clone(), k, 4).await);
+    }
+    for a in leased {
+        per_task
+            .entry(a.task_id.clone())
+            .or_default()
+            .push(a.node_key.clone());
+        all.push(a);
+    }
+    // 24 nodes × 16 asks ≥ 40 tasks × 3 replicas: every replica is out,
+    // none twice, never two on one node.
+    assert_eq!(all.len(), TASKS * 3);
+    for (t, nodes) in &per_task {
+        assert_eq!(nodes.len(), 3, "task {t}: {nodes:?}");
+        let distinct: HashSet<_> = nodes.iter().collect();
+        assert_eq!(distinct.len(), 3, "task {t}: {nodes:?}");
+    }
+
+    // Every replica reported twice at once, through both stores.
+    let mut handles = Vec::new();
+    for asg in all {
+        for store in [a.clone(), b.clone()] {
+            let asg = asg.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .record_result(ResultInput {
+                        node_key: asg.node_key.clone(),
+                        assignment_id: asg.assignment_id.clone(),
+                        task_id: asg.task_id.clone(),
+                        status: ReportStatus::Completed,
+                        result_digest: "ab".repeat(32),
+                        signature: "sig".into(),
+                        exit_code: 0,
+                        stdout: String::new(),
+                        failure: String::new(),
+                        now_ms: 1_000_000,
+                        heartbeat_interval: 30,
+                        policy: ByzantinePolicy::default(),
+                    })
+                    .await
+                    .unwrap()
+                    .recorded
+            }));
+        }
+    }
+    let mut recorded = 0;
+    for h in handles {
+        if h.await.unwrap() {
+            recorded += 1;
+        }
+    }
+    // Once a task is verified the third report is answered but not
+    // recorded; a duplicate is never recorded.
+    assert!(recorded <= TASKS * 3, "{recorded}");
+    assert!(recorded >= TASKS * 2, "{recorded}");
+    let mut verified_entries = 0;
+    let size = a.audit_size().await.unwrap();
+    for e in a.audit_entries(0, size).await.unwrap() {
+        if e.entry.kind == "task.verified" {
+            verified_entries += 1;
+        }
+    }
+    assert_eq!(verified_entries, TASKS, "one acceptance per task");
+    for t in 0..TASKS {
+        let rec = a.task(&task(t).task_id).await.unwrap().unwrap();
+        assert_eq!(rec.state, TaskState::Verified);
+        assert!(rec.results_received <= 3);
+        assert!(rec.results_received >= 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_postgres() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("askee");
+    let a = askee_server::store::open(&url).await.unwrap();
+    let b = askee_server::store::open(&url).await.unwrap();
+    concurrent_leases_and_reports(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
+    let a = askee_server::store::open(&url).await.unwrap();
+    let b = askee_server::store::open(&url).await.unwrap();
+    concurrent_leases_and_reports(a, b).await;
+}
