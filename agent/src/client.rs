@@ -153,7 +153,11 @@ impl Coordinator {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        Self::send(&url, self.http.post(&url).timeout(REQUEST_TIMEOUT).json(body)).await
+        Self::send(
+            &url,
+            self.http.post(&url).timeout(REQUEST_TIMEOUT).json(body),
+        )
+        .await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -58,7 +58,11 @@ pub fn effective_limits(granted: &Permissions, requested: &Requested, cores: u32
     Limits {
         cpu_percent: requested.cpu_percent.min(machine_share).max(1),
         memory_bytes: requested.memory_mb.min(r.ram_mb_max).max(1) << 20,
-        storage_bytes: requested.storage_mb.min(r.storage_gb_max.saturating_mul(1024)).max(1) << 20,
+        storage_bytes: requested
+            .storage_mb
+            .min(r.storage_gb_max.saturating_mul(1024))
+            .max(1)
+            << 20,
         pids: 16,
         wall_time: wall,
         cpu_time: wall,
@@ -336,7 +340,16 @@ mod tests {
 
     #[test]
     fn input_names_cannot_escape_the_input_directory() {
-        for bad in ["", ".", "..", "../x", "a/b", "/etc", "a\0b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc",
+            "a\0b",
+            &"x".repeat(129),
+        ] {
             assert!(check_input_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["data.txt", "corpus-1.bin", "A_b.c"] {

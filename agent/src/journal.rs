@@ -117,6 +117,9 @@ impl Finding {
 
 /// An open journal. Appends are serialised and flushed to disk before
 /// `append` returns, so a crash loses at most the entry being written.
+/// The daemon and one-shot commands (`revoke`, `consent grant`) write the
+/// same file, so each append holds an exclusive file lock and re-reads the
+/// tail when another process wrote since.
 pub struct Journal {
     path: PathBuf,
     inner: Mutex<Tail>,
@@ -126,6 +129,8 @@ struct Tail {
     file: File,
     next_seq: u64,
     last_hash: String,
+    /// The file's length after this process last read or wrote it.
+    len: u64,
 }
 
 impl Journal {
@@ -145,20 +150,23 @@ impl Journal {
             Some(last) => (last.seq + 1, last.hash.clone()),
             None => (0, GENESIS.to_owned()),
         };
+        let open_err = |source| JournalError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| JournalError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(open_err)?;
+        let len = file.metadata().map_err(open_err)?.len();
         Ok(Self {
             path: path.to_owned(),
             inner: Mutex::new(Tail {
                 file,
                 next_seq,
                 last_hash,
+                len,
             }),
         })
     }
@@ -174,6 +182,38 @@ impl Journal {
         data: serde_json::Value,
     ) -> Result<JournalEntry, JournalError> {
         let mut tail = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let append_err = |source| JournalError::Append {
+            path: self.path.clone(),
+            source,
+        };
+        tail.file.lock().map_err(append_err)?;
+        let result = self.append_locked(&mut tail, kind, data);
+        // Closing the file would release the lock too; this one stays open.
+        let unlocked = tail.file.unlock().map_err(append_err);
+        let entry = result?;
+        unlocked?;
+        Ok(entry)
+    }
+
+    fn append_locked(
+        &self,
+        tail: &mut Tail,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<JournalEntry, JournalError> {
+        let append_err = |source| JournalError::Append {
+            path: self.path.clone(),
+            source,
+        };
+        let len = tail.file.metadata().map_err(append_err)?.len();
+        if len != tail.len {
+            // Another process appended: continue its chain, not ours.
+            let entries = read(&self.path)?;
+            (tail.next_seq, tail.last_hash) = match entries.last() {
+                Some(last) => (last.seq + 1, last.hash.clone()),
+                None => (0, GENESIS.to_owned()),
+            };
+        }
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -189,12 +229,9 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&entry).expect("journal entries serialise");
         line.push(b'\n');
-        let append_err = |source| JournalError::Append {
-            path: self.path.clone(),
-            source,
-        };
         tail.file.write_all(&line).map_err(append_err)?;
         tail.file.sync_data().map_err(append_err)?;
+        tail.len = len + line.len() as u64;
         tail.next_seq += 1;
         tail.last_hash = entry.hash.clone();
         Ok(entry)

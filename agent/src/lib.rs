@@ -6,12 +6,12 @@
 pub mod activity;
 pub mod client;
 pub mod config;
+pub mod exec;
 pub mod home;
 pub mod idle;
 pub mod interference;
 pub mod journal;
 pub mod profile;
-pub mod words;
-pub mod exec;
 pub mod runner;
+pub mod words;
 pub mod yielder;

@@ -327,7 +327,10 @@ impl Runner {
             t.abort();
         }
         // Wait for terminated tasks to be reaped and their scratch removed.
-        let _ = self.slots.acquire_many(self.opts.parallel.max(1) as u32).await;
+        let _ = self
+            .slots
+            .acquire_many(self.opts.parallel.max(1) as u32)
+            .await;
         self.journal(
             "agent.stop",
             serde_json::json!({"terminated": killed, "pending_uploads": self.outbox.len()}),
@@ -360,7 +363,10 @@ impl Runner {
             )
             .await?;
         *self.node_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg.state);
-        *self.heartbeat_every.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self
+            .heartbeat_every
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
             Duration::from_secs(reg.heartbeat_interval_seconds.clamp(1, 300));
         self.journal(
             "node.register",
@@ -418,9 +424,17 @@ impl Runner {
                     }
                 }
             }
-            let path = format!("/revoke/{}?wait={}", token.payload.token_id, WATCH_WAIT.as_secs());
+            // The long-poll answers "active" only when its wait runs out, so
+            // the first look after (re)registering must not wait: work starts
+            // as soon as the token is known to be good.
+            let wait = if *self.consent.borrow() == Consent::Active {
+                WATCH_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let path = format!("/revoke/{}?wait={}", token.payload.token_id, wait.as_secs());
             let answer = tokio::select! {
-                a = self.coord.get_long::<WatchAnswer>(&path, WATCH_WAIT) => a,
+                a = self.coord.get_long::<WatchAnswer>(&path, wait) => a,
                 _ = epochs.changed() => continue,
             };
             match answer {
@@ -470,8 +484,14 @@ impl Runner {
             _ => None,
         };
         match list {
-            Some(l) if l.revoked.iter().any(|r| r.grant_id == token.payload.grant_id) => {
-                self.set_consent(Consent::Ended("grant listed in the signed revocation list".into()));
+            Some(l)
+                if l.revoked
+                    .iter()
+                    .any(|r| r.grant_id == token.payload.grant_id) =>
+            {
+                self.set_consent(Consent::Ended(
+                    "grant listed in the signed revocation list".into(),
+                ));
             }
             Some(l) if l.next_update > now() => {
                 // The list vouches for the grant until next_update; the
@@ -572,7 +592,9 @@ impl Runner {
             if !matches!(*self.consent.borrow(), Consent::Ended(_)) {
                 continue;
             }
-            let Ok(state) = self.home.state() else { continue };
+            let Ok(state) = self.home.state() else {
+                continue;
+            };
             let Some(fresh) = state.token else { continue };
             if fresh.payload.token_id == self.token().payload.token_id
                 || fresh.payload.expires_at <= now()
@@ -593,7 +615,10 @@ impl Runner {
 
     async fn heartbeat_loop(self: Arc<Self>) {
         loop {
-            let every = *self.heartbeat_every.lock().unwrap_or_else(|p| p.into_inner());
+            let every = *self
+                .heartbeat_every
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             tokio::time::sleep(every).await;
             if *self.consent.borrow() != Consent::Active {
                 continue;
@@ -614,9 +639,12 @@ impl Runner {
                     }
                     *self.node_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(ack.state);
                     match ack.state {
-                        NodeState::Byzantine | NodeState::Revoked => self.set_consent(
-                            Consent::Ended(format!("coordinator lists this node as {}", ack.state.as_str())),
-                        ),
+                        NodeState::Byzantine | NodeState::Revoked => {
+                            self.set_consent(Consent::Ended(format!(
+                                "coordinator lists this node as {}",
+                                ack.state.as_str()
+                            )))
+                        }
                         NodeState::Offline | NodeState::Active => {}
                     }
                 }
@@ -673,7 +701,8 @@ impl Runner {
         let mut consent = self.consent.subscribe();
         let mut activity = self.activity.clone();
         loop {
-            if *consent.borrow_and_update() == Consent::Active && activity.borrow_and_update().is_idle()
+            if *consent.borrow_and_update() == Consent::Active
+                && activity.borrow_and_update().is_idle()
             {
                 return;
             }
@@ -748,7 +777,10 @@ impl Runner {
         if !self.opts.allowed_operators.is_empty()
             && !self.opts.allowed_operators.contains(&a.operator_public_key)
         {
-            return Err(format!("operator key {} is not trusted here", a.operator_public_key));
+            return Err(format!(
+                "operator key {} is not trusted here",
+                a.operator_public_key
+            ));
         }
         let operator = b64::public_key(&a.operator_public_key)
             .map_err(|e| format!("operator key is malformed: {e}"))?;
@@ -762,7 +794,10 @@ impl Runner {
         }
         let perms = self.token().payload.permissions;
         if !perms.tasks.allowlist.contains(&st.task_type) {
-            return Err(format!("task type {} is not in the consent token's allowlist", st.task_type));
+            return Err(format!(
+                "task type {} is not in the consent token's allowlist",
+                st.task_type
+            ));
         }
         if st.limits.wall_seconds > u64::from(perms.tasks.max_duration_hours) * 3600 {
             return Err("task is longer than the consent token allows".into());
@@ -894,7 +929,11 @@ impl Runner {
             }
             Err(e) => {
                 let why = e.to_string();
-                (failed_report(&a, &why, ResourceUsage::default()), why, Usage::default())
+                (
+                    failed_report(&a, &why, ResourceUsage::default()),
+                    why,
+                    Usage::default(),
+                )
             }
         };
         let completed = report.status == ReportStatus::Completed;
@@ -978,9 +1017,12 @@ impl Runner {
         drop(c);
         let path = self.home.dir().join("run-status.json");
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, serde_json::to_vec_pretty(&status).expect("status serialises"))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .is_err()
+        if std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&status).expect("status serialises"),
+        )
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .is_err()
         {
             tracing::warn!(path = %path.display(), "cannot write the run status");
         }
@@ -1015,13 +1057,19 @@ fn failed_report(a: &Assignment, why: &str, usage: ResourceUsage) -> ResultRepor
 
 fn describe(outcome: &TaskOutcome) -> (String, Usage) {
     match outcome {
-        TaskOutcome::Killed { reason, usage } => (format!("killed on the {reason:?} limit"), usage.clone()),
+        TaskOutcome::Killed { reason, usage } => {
+            (format!("killed on the {reason:?} limit"), usage.clone())
+        }
         TaskOutcome::Denied { operation, usage } => {
             (format!("denied by the sandbox: {operation}"), usage.clone())
         }
-        TaskOutcome::OutputTruncated { usage, .. } => ("output over the limit".into(), usage.clone()),
+        TaskOutcome::OutputTruncated { usage, .. } => {
+            ("output over the limit".into(), usage.clone())
+        }
         TaskOutcome::Trapped { message, usage } => (format!("trapped: {message}"), usage.clone()),
-        TaskOutcome::Signaled { signal, usage } => (format!("died on signal {signal}"), usage.clone()),
+        TaskOutcome::Signaled { signal, usage } => {
+            (format!("died on signal {signal}"), usage.clone())
+        }
         TaskOutcome::Terminated { usage } => ("terminated".into(), usage.clone()),
         TaskOutcome::Completed { usage, .. } => ("completed".into(), usage.clone()),
     }

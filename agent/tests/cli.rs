@@ -236,3 +236,43 @@ fn non_interference_report_is_well_formed() {
         "{err}"
     );
 }
+
+/// Found by the end-to-end run: `askee-agent revoke` appended to the journal
+/// while the daemon held it open, and both continued their own chain.
+#[test]
+fn two_writers_share_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(JOURNAL_FILE);
+    let daemon = Journal::open(&path).unwrap();
+    daemon.append("agent.start", json!({})).unwrap();
+    let oneshot = Journal::open(&path).unwrap();
+    oneshot
+        .append(
+            "consent.revoke",
+            json!({"token_id": "t1", "reason": "test"}),
+        )
+        .unwrap();
+    daemon
+        .append("work.stopped", json!({"reason": "consent revoked"}))
+        .unwrap();
+    oneshot
+        .append(
+            "consent.revoke",
+            json!({"token_id": "t2", "reason": "again"}),
+        )
+        .unwrap();
+    daemon.append("agent.stop", json!({})).unwrap();
+    let entries = askee_agent::journal::read(&path).unwrap();
+    assert_eq!(
+        askee_agent::journal::verify(&entries),
+        Vec::new(),
+        "{entries:#?}"
+    );
+    let kinds: Vec<_> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "consent.revoke").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"agent.stop"));
+}

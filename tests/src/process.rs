@@ -121,3 +121,70 @@ pub fn agent_command(home: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A running `askee-agent run` daemon.
+pub struct AgentProcess {
+    child: Child,
+    pub home: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `askee-agent run` with `home` (already initialised and granted)
+    /// and extra `run` arguments; its log goes to `home/agent.log`.
+    pub fn start(home: &Path, run_args: &[&str]) -> Self {
+        let log = std::fs::File::create(home.join("agent.log")).expect("agent log");
+        let child = Command::new(binary("askee-agent"))
+            .arg("--home")
+            .arg(home)
+            .arg("run")
+            .args(run_args)
+            .env("ASKEE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn askee-agent");
+        Self {
+            child,
+            home: home.to_owned(),
+        }
+    }
+
+    /// The agent's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The agent's local journal entries so far.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.home.join("journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for AgentProcess {
+    /// SIGTERM first, so the daemon terminates its sandboxed tasks (a
+    /// SIGKILLed agent would leave them to their own wall-clock limit).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
