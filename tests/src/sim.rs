@@ -694,7 +694,9 @@ pub fn operator_setup(database_url: &str, data_dir: &std::path::Path, seed: u64)
 
 /// Runs one simulation against coordinators at `bases` (the operator's key
 /// must already be registered for `op.credential`). `during` is spawned once
-/// the ordinary tasks are submitted (e.g. to SIGKILL a server under load).
+/// the ordinary tasks are submitted (e.g. to SIGKILL a server under load, or
+/// to submit work of its own); agents run until both it and the tasks are
+/// done.
 pub async fn run(
     bases: Vec<String>,
     op: &OperatorSetup,
@@ -789,8 +791,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = start.elapsed();
-    shared.stop.store(true, Ordering::Relaxed);
+    // Agents keep working until `during` is over too (it may wait on work
+    // of its own, e.g. a task submitted by the CLI).
     let _ = during.await;
+    shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.await;
     }

@@ -94,6 +94,72 @@ async fn adaptive_replication_with_faulty_nodes() {
     assert!(report.efficiency > 0.34, "{}", report.render());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_submit_cli_waits_for_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
+    let data = dir.path().join("data");
+    let op = sim::operator_setup(&url, &data, 3);
+    let server = ServerProcess::start_with(&url, &data, Duration::from_secs(60), SERVE_ARGS);
+    let key = dir.path().join("operator.key");
+    let (ok, public) = server_command(
+        &url,
+        &data,
+        &["operator", "keygen", "--out", key.to_str().unwrap()],
+    );
+    assert!(ok && !public.trim().is_empty());
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, sim::MODULE).unwrap();
+    let base = server.url();
+    let credential = op.credential.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let during = async move {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(askee_testkit::process::binary("askee-server"))
+                .args(["task", "submit", "--wait", "--server", &base])
+                .args(["--credential", &credential])
+                .arg("--key")
+                .arg(&key)
+                .arg("--module")
+                .arg(&module)
+                .args(["--", "hello"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let _ = tx.send(out);
+    };
+    let cfg = SimConfig {
+        seed: 3,
+        honest: 4,
+        faulty: 0,
+        malicious: 0,
+        colluding: 0,
+        flaky: 0,
+        slow: 0,
+        tasks: 20,
+        ..SimConfig::default()
+    };
+    let report = sim::run(vec![server.url()], &op, cfg, during)
+        .await
+        .unwrap();
+    assert_eq!(report.verified, 20);
+    let out = rx.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The task id, then the final status with its evidence.
+    let json_start = stdout.find('{').unwrap();
+    let status: serde_json::Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    assert_eq!(status["state"], "verified");
+    assert_eq!(status["evidence"].as_array().unwrap().len(), 3);
+    assert_eq!(status["task_id"], stdout.lines().next().unwrap().trim());
+}
+
 async fn recorded_results(url: &str) -> u64 {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
