@@ -10,6 +10,7 @@ pub mod b64;
 pub mod merkle;
 pub mod note;
 pub mod rules;
+pub mod signal;
 pub mod signing;
 pub mod token;
 pub mod validate;
