@@ -311,13 +311,12 @@ fn check_shape(signal: &ParticipationSignal) -> Result<(), Rejection> {
     if let Some(c) = &signal.capabilities {
         b64::decode_array::<32>(c).map_err(|e| malformed(format!("caps: {e}")))?;
     }
-    if let Some(c) = &signal.coordinator {
-        if c.len() > MAX_COORDINATOR_BYTES
+    if let Some(c) = &signal.coordinator
+        && (c.len() > MAX_COORDINATOR_BYTES
             || !printable(c)
-            || !(c.starts_with("https://") || c.starts_with("http://"))
-        {
-            return Err(malformed("coordinator is not an http(s) url"));
-        }
+            || !(c.starts_with("https://") || c.starts_with("http://")))
+    {
+        return Err(malformed("coordinator is not an http(s) url"));
     }
     if let Some(s) = &signal.signature {
         b64::signature(s).map_err(|e| malformed(format!("sig: {e}")))?;
