@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod consent;
+pub mod discovery;
 pub mod extract;
 pub mod keys;
 pub mod limit;

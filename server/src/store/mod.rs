@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
+pub mod discovery;
 mod sql;
 
 pub use sql::{SqlStore, open};
@@ -181,6 +182,9 @@ pub enum RevokeOutcome {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// The discovery crawler's queue and verified signals.
+    fn discovery(&self) -> &dyn discovery::DiscoveryStore;
 
     /// Answers when the database is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
