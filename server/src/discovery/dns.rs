@@ -99,12 +99,9 @@ impl Dns {
                     .collect();
                 let channel = match signal::parse_txt(domain, &records) {
                     Ok(None) => Channel::Absent,
-                    Ok(Some(s)) => Channel::Checked(signal::verify(
-                        s,
-                        Some(domain),
-                        now,
-                        self.freshness,
-                    )),
+                    Ok(Some(s)) => {
+                        Channel::Checked(signal::verify(s, Some(domain), now, self.freshness))
+                    }
                     Err(r) => Channel::Checked(Err(r)),
                 };
                 Answer {

@@ -81,8 +81,7 @@ impl Fetcher {
             .user_agent(concat!("askee-discovery/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(0);
         for pem in &config.extra_roots_pem {
-            let cert =
-                reqwest::Certificate::from_pem(pem).map_err(DiscoveryError::Certificate)?;
+            let cert = reqwest::Certificate::from_pem(pem).map_err(DiscoveryError::Certificate)?;
             builder = builder.add_root_certificate(cert);
         }
         if let Some(addr) = config.well_known_connect {
@@ -111,8 +110,11 @@ impl Fetcher {
         {
             Ok(r) => r,
             Err(e) if e.is_redirect() => return malformed(format!("well-known: {e}")),
-            // nothing listens there: nothing is published
-            Err(e) if e.is_connect() && !e.is_timeout() => return absent(),
+            // nothing listens there (or no usable TLS): nothing is published
+            Err(e) if e.is_connect() && !e.is_timeout() => {
+                tracing::debug!(%domain, error = %e, "well-known unreachable");
+                return absent();
+            }
             Err(e) => return unknown(format!("well-known: {e}")),
         };
         let status = response.status();

@@ -31,10 +31,7 @@ pub use pace::Pacer;
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("cannot build the dns resolver for {name_server}: {cause}")]
-    Resolver {
-        name_server: String,
-        cause: String,
-    },
+    Resolver { name_server: String, cause: String },
     #[error("cannot build the http client: {0}")]
     Http(#[source] reqwest::Error),
     #[error("cannot read the test root certificate: {0}")]

@@ -161,9 +161,11 @@ impl DiscoveryStore for SqlStore {
             .await;
             match inserted {
                 // another crawler verified it first (PostgreSQL, no row to lock)
-                Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate {
-                    what: format!("discovered signal {} {}", signal.domain, signal.node_key),
-                }),
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::Duplicate {
+                        what: format!("discovered signal {} {}", signal.domain, signal.node_key),
+                    });
+                }
                 Err(e) => return Err(db(OP)(e)),
                 Ok(_) => {}
             }
