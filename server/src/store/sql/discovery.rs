@@ -118,10 +118,11 @@ impl DiscoveryStore for SqlStore {
         const OP: &str = "record discovered invitation";
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            let known: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM discovery_signals WHERE domain = $1 AND node_key = $2{}",
-                self.for_update()
-            ))
+            // a concurrent insert of the same pair fails on the primary key
+            // below and is reported as "already known" too
+            let known: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM discovery_signals WHERE domain = $1 AND node_key = $2",
+            )
             .bind(&signal.domain)
             .bind(&signal.node_key)
             .fetch_one(w.conn())
