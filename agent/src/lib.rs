@@ -6,4 +6,5 @@ pub mod activity;
 pub mod client;
 pub mod home;
 pub mod journal;
+pub mod signal;
 pub mod words;
