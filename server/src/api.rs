@@ -353,6 +353,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/audit/proof/inclusion", get(audit_inclusion))
         .route("/v1/audit/proof/consistency", get(audit_consistency))
+        .merge(crate::discovery::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -409,9 +410,9 @@ pub struct ApiDoc;
 /// The OpenAPI document as pretty JSON with a trailing newline: the exact
 /// content of `openapi/openapi.json`.
 pub fn openapi_document() -> String {
-    let mut s = ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("openapi serialises");
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::discovery::api::DiscoveryApi::openapi());
+    let mut s = doc.to_pretty_json().expect("openapi serialises");
     s.push('\n');
     s
 }

@@ -21,6 +21,8 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::discovery::{DiscoveredSignal, DomainCheck};
 
+pub mod api;
+pub mod cli;
 mod dns;
 mod fetch;
 mod pace;
@@ -289,14 +291,14 @@ impl Crawler {
         let ttl = dns.ttl;
         let cause = dns.cause.clone().or(wk.cause.clone());
         let outcome = match signal::decide(dns.channel, wk.channel) {
-            Decision::Invite(verified) => self.invite(&domain, verified).await?,
+            Decision::Invite(verified) => invite(&self.state, &domain, verified).await?,
             Decision::Withdraw => {
-                let withdrawn = self.withdraw(&domain, None, "signal withdrawn").await?;
+                let withdrawn = withdraw(&self.state, &domain, None, "signal withdrawn").await?;
                 Outcome::Absent { withdrawn }
             }
             Decision::Reject(rejection) => {
                 tracing::warn!(%domain, reason = rejection.reason(), %rejection, "participation signal rejected");
-                let withdrawn = self.withdraw(&domain, None, rejection.reason()).await?;
+                let withdrawn = withdraw(&self.state, &domain, None, rejection.reason()).await?;
                 Outcome::Rejected {
                     rejection,
                     withdrawn,
@@ -328,60 +330,6 @@ impl Crawler {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
-    }
-
-    async fn invite(&self, domain: &str, verified: Verified) -> Result<Outcome, DiscoveryError> {
-        let signal = verified.signal;
-        let store = self.state.store.discovery();
-        // a new key for the domain replaces the old one's pending invitation
-        if !domain.is_empty() {
-            self.withdraw(domain, Some(&signal.public_key), "key replaced")
-                .await?;
-        }
-        if store.is_discovered(domain, &signal.public_key).await? {
-            return Ok(Outcome::Known);
-        }
-        let now = self.state.clock.now();
-        let (invitation, audit) = consent::discovered_invitation(
-            &self.state,
-            &signal.public_key,
-            &signal.source,
-            Some(domain).filter(|d| !d.is_empty()),
-            now,
-        );
-        let record = DiscoveredSignal {
-            domain: domain.to_owned(),
-            node_key: signal.public_key.clone(),
-            source: signal.source.clone(),
-            signal_json: serde_json::to_string(&signal).expect("signal serialises"),
-            verified_at: now,
-        };
-        if store.record_discovered(&record, &invitation, audit).await? {
-            tracing::info!(%domain, key = %signal.public_key, source = %signal.source, manifest_id = %invitation.manifest_id, "invitation queued");
-            Ok(Outcome::Invited {
-                manifest_id: invitation.manifest_id,
-            })
-        } else {
-            Ok(Outcome::Known)
-        }
-    }
-
-    async fn withdraw(
-        &self,
-        domain: &str,
-        keep: Option<&str>,
-        reason: &str,
-    ) -> Result<usize, DiscoveryError> {
-        let ids = self
-            .state
-            .store
-            .discovery()
-            .withdraw_discovered(domain, keep, self.state.clock.now_ms(), reason)
-            .await?;
-        for id in &ids {
-            tracing::info!(%domain, manifest_id = %id, reason, "discovered invitation withdrawn");
-        }
-        Ok(ids.len())
     }
 
     fn next_check(&self, now: i64, outcome: &Outcome, ttl: Option<u32>, failures: i64) -> i64 {
@@ -467,17 +415,28 @@ impl Crawler {
         }
     }
 
-    /// Imports a QR code from an uploaded PNG image: decodes it, verifies
-    /// the signed statement and queues its invitation once per (domain, key).
+    /// [`import_qr`] with this crawler's freshness window.
     pub async fn import_qr(&self, png: &[u8]) -> Result<Outcome, DiscoveryError> {
+        import_qr(&self.state, png, self.config.freshness).await
+    }
+}
+
+/// Imports a QR code from an uploaded PNG image: decodes it, verifies
+/// the signed statement and queues its invitation once per (domain, key).
+pub async fn import_qr(
+    state: &AppState,
+    png: &[u8],
+    freshness: Freshness,
+) -> Result<Outcome, DiscoveryError> {
+    {
         let payload = qr::decode_png(png)?;
         let parsed = signal::parse_uri(&payload).map_err(DiscoveryError::QrRejected)?;
         let domain = parsed.domain.clone().unwrap_or_default();
-        let now = self.state.clock.now();
-        match signal::verify(parsed, None, now, self.config.freshness) {
+        let now = state.clock.now();
+        match signal::verify(parsed, None, now, freshness) {
             Ok(Verdict::Ready(verified)) => {
-                let outcome = self.invite(&domain, verified).await?;
-                self.state.metrics.count(metric_for(&outcome));
+                let outcome = invite(state, &domain, verified).await?;
+                state.metrics.count(metric_for(&outcome));
                 Ok(outcome)
             }
             Ok(Verdict::NotReady) => Err(DiscoveryError::QrRejected(Rejection::Malformed {
@@ -489,4 +448,60 @@ impl Crawler {
             }
         }
     }
+}
+
+async fn invite(
+    state: &AppState,
+    domain: &str,
+    verified: Verified,
+) -> Result<Outcome, DiscoveryError> {
+    let signal = verified.signal;
+    let store = state.store.discovery();
+    // a new key for the domain replaces the old one's pending invitation
+    if !domain.is_empty() {
+        withdraw(state, domain, Some(&signal.public_key), "key replaced").await?;
+    }
+    if store.is_discovered(domain, &signal.public_key).await? {
+        return Ok(Outcome::Known);
+    }
+    let now = state.clock.now();
+    let (invitation, audit) = consent::discovered_invitation(
+        &state,
+        &signal.public_key,
+        &signal.source,
+        Some(domain).filter(|d| !d.is_empty()),
+        now,
+    );
+    let record = DiscoveredSignal {
+        domain: domain.to_owned(),
+        node_key: signal.public_key.clone(),
+        source: signal.source.clone(),
+        signal_json: serde_json::to_string(&signal).expect("signal serialises"),
+        verified_at: now,
+    };
+    if store.record_discovered(&record, &invitation, audit).await? {
+        tracing::info!(%domain, key = %signal.public_key, source = %signal.source, manifest_id = %invitation.manifest_id, "invitation queued");
+        Ok(Outcome::Invited {
+            manifest_id: invitation.manifest_id,
+        })
+    } else {
+        Ok(Outcome::Known)
+    }
+}
+
+async fn withdraw(
+    state: &AppState,
+    domain: &str,
+    keep: Option<&str>,
+    reason: &str,
+) -> Result<usize, DiscoveryError> {
+    let ids = state
+        .store
+        .discovery()
+        .withdraw_discovered(domain, keep, state.clock.now_ms(), reason)
+        .await?;
+    for id in &ids {
+        tracing::info!(%domain, manifest_id = %id, reason, "discovered invitation withdrawn");
+    }
+    Ok(ids.len())
 }
