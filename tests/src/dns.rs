@@ -168,3 +168,43 @@ fn soa_query(zone: &str) -> Vec<u8> {
     q.extend_from_slice(&[0, 0, 6, 0, 1]);
     q
 }
+
+/// A generated zone `zone` with `n` domains `d<i>.<zone>`, of which every
+/// `every`-th has a signed `consent=ready` TXT record (the key for domain
+/// i is derived from i). Returns the zone text, every domain, and the
+/// opted-in ones.
+pub fn generated_zone(
+    zone: &str,
+    n: usize,
+    every: usize,
+    now: i64,
+) -> (String, Vec<String>, Vec<String>) {
+    let mut records = Vec::with_capacity(n / every.max(1) + 1);
+    let mut domains = Vec::with_capacity(n);
+    let mut opted = Vec::new();
+    for i in 0..n {
+        let domain = format!("d{i}.{zone}");
+        if every > 0 && i % every == 0 {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            seed[31] = 0xa5;
+            let key = askee_core::SigningKey::from_bytes(&seed);
+            let signal = askee_core::signal::sign(
+                &key,
+                &askee_core::signal::Statement {
+                    domain: Some(domain.clone()),
+                    capabilities: None,
+                    coordinator: None,
+                    timestamp: now - 60,
+                },
+            );
+            records.push(format!(
+                "_askee.d{i} IN TXT {}",
+                txt_rdata(&askee_core::signal::to_txt(&signal))
+            ));
+            opted.push(domain.clone());
+        }
+        domains.push(domain);
+    }
+    (zone_file(zone, 1, &records), domains, opted)
+}

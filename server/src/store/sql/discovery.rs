@@ -188,6 +188,20 @@ impl DiscoveryStore for SqlStore {
         reason: &str,
     ) -> Result<Vec<String>, StoreError> {
         const OP: &str = "withdraw discovered invitations";
+        // Most domains never had an invitation: a read answers for them
+        // without taking the write lock.
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM discovery_signals s \
+             JOIN invitations i ON s.manifest_id = i.manifest_id \
+             WHERE s.domain = $1 AND i.state = 'pending'",
+        )
+        .bind(domain)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        if pending == 0 {
+            return Ok(Vec::new());
+        }
         let mut w = self.begin_write(OP).await?;
         let result = async {
             let rows = sqlx::query(&format!(
