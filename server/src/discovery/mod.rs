@@ -466,7 +466,7 @@ async fn invite(
     }
     let now = state.clock.now();
     let (invitation, audit) = consent::discovered_invitation(
-        &state,
+        state,
         &signal.public_key,
         &signal.source,
         Some(domain).filter(|d| !d.is_empty()),
