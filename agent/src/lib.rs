@@ -13,5 +13,6 @@ pub mod interference;
 pub mod journal;
 pub mod profile;
 pub mod runner;
+pub mod signal;
 pub mod words;
 pub mod yielder;

@@ -44,6 +44,9 @@ enum Command {
     },
     /// Show the consent token, its limits and its state at the coordinator.
     Status,
+    /// Opt in to discovery: print the DNS TXT record, write the well-known
+    /// document and draw the QR code, all signed with the node key.
+    Signal(askee_agent::signal::SignalArgs),
     /// Withdraw consent now.
     Revoke {
         /// Why (recorded in the audit log).
@@ -453,6 +456,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Monitor { for_secs } => monitor(&home, *for_secs).await?,
         Command::Run(args) => daemon(home, args).await?,
+        Command::Signal(args) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            print!("{}", askee_agent::signal::run(&home.key()?, args, now)?);
+        }
     }
     Ok(())
 }

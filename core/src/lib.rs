@@ -12,6 +12,7 @@ pub mod idle;
 pub mod merkle;
 pub mod note;
 pub mod rules;
+pub mod signal;
 pub mod signing;
 pub mod token;
 pub mod validate;

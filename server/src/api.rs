@@ -367,6 +367,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/audit/proof/inclusion", get(audit_inclusion))
         .route("/v1/audit/proof/consistency", get(audit_consistency))
         .merge(crate::coord::routes())
+        .merge(crate::discovery::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -434,6 +435,7 @@ pub struct ApiDoc;
 pub fn openapi_document() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(<crate::coord::CoordApiDoc as OpenApi>::openapi());
+    doc.merge(crate::discovery::api::DiscoveryApi::openapi());
     let mut s = doc.to_pretty_json().expect("openapi serialises");
     s.push('\n');
     s

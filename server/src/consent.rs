@@ -671,3 +671,41 @@ pub async fn revocation_list(state: &AppState) -> ApiResult<SignedRevocationList
     };
     Ok(signing::sign_revocation_list(signer.signing_key(), &list))
 }
+
+/// A pending invitation for a discovered (verified) participation signal:
+/// the same invitation row and manifest a direct join creates, with the
+/// channel as its source and the domain it was found under.
+pub fn discovered_invitation(
+    state: &AppState,
+    node_key: &str,
+    source: &str,
+    domain: Option<&str>,
+    now: i64,
+) -> (InvitationRecord, AuditDraft) {
+    let manifest = manifest_for(state, new_id(), node_key, now);
+    let manifest_json = String::from_utf8(canonical_json(&manifest)).expect("utf-8 json");
+    let digest = manifest_digest(&manifest);
+    let record = InvitationRecord {
+        manifest_id: manifest.manifest_id.clone(),
+        node_key: node_key.to_owned(),
+        source: source.to_owned(),
+        domain: domain.map(str::to_owned),
+        manifest_json,
+        manifest_digest: digest.clone(),
+        created_at: now,
+        expires_at: manifest.expires_at,
+        state: InvitationState::Pending,
+    };
+    let audit = draft(
+        state,
+        "invitation.create",
+        node_key,
+        serde_json::json!({
+            "manifest_id": record.manifest_id,
+            "source": source,
+            "domain": domain,
+            "manifest_digest": digest,
+        }),
+    );
+    (record, audit)
+}

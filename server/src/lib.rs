@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod consent;
 pub mod coord;
+pub mod discovery;
 pub mod extract;
 pub mod keys;
 pub mod limit;

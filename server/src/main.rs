@@ -80,6 +80,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Crawl domains for opt-in participation signals (DNS TXT and
+    /// well-known) and queue verified invitations.
+    Discover(askee_server::discovery::cli::DiscoverArgs),
     /// Print the OpenAPI document (the content of openapi/openapi.json).
     Openapi,
 }
@@ -230,6 +233,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     findings.len()
                 );
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Discover(args) => {
+            let store = store::open(&cli.database_url).await?;
+            let state = askee_server::state(config(&cli, None), store, Clock::System)?;
+            let (summary, elapsed) = askee_server::discovery::cli::run(state, args).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    askee_server::discovery::cli::to_json(&summary, elapsed)
+                );
+            } else {
+                print!(
+                    "{}",
+                    askee_server::discovery::cli::render(&summary, elapsed)
+                );
             }
         }
         Command::Keys {

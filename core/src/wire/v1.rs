@@ -342,3 +342,47 @@ pub struct ContainerCapabilities {
 
 pub mod coord;
 pub use coord::*;
+/// Version of the participation signal format (`v=1` in DNS and the QR URI,
+/// `"version": 1` in the well-known document).
+pub const PARTICIPATION_SIGNAL_VERSION: u32 = 1;
+
+/// The seed's `ParticipationSignal`: one signed opt-in statement, whichever
+/// channel (DNS TXT, well-known document, QR code) carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParticipationSignal {
+    /// `dns`, `wellknown` or `qr`.
+    pub source: String,
+    /// The domain the statement is bound to (lower case, no trailing dot);
+    /// `None` for a QR code of a volunteer without a domain.
+    pub domain: Option<String>,
+    /// `ready` opts in; any other value withdraws.
+    pub consent: String,
+    /// base64url Ed25519 node public key (32 bytes).
+    pub public_key: String,
+    /// base64url SHA-256 of the canonical JSON of the volunteer's declared
+    /// capabilities, when given.
+    pub capabilities: Option<String>,
+    /// Coordinator the volunteer prefers, when given.
+    pub coordinator: Option<String>,
+    /// Unix seconds when the statement was signed.
+    pub timestamp: i64,
+    /// base64url node-key signature over the statement's canonical bytes.
+    pub signature: Option<String>,
+}
+
+/// The JSON served at `https://<domain>/.well-known/askee-participation`.
+/// Unknown fields are ignored, as unknown keys are in the TXT record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParticipationDocument {
+    pub version: u32,
+    pub domain: String,
+    pub consent: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
+    pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}

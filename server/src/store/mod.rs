@@ -10,6 +10,7 @@ use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
 pub mod coord;
+pub mod discovery;
 mod sql;
 
 pub use coord::*;
@@ -184,6 +185,9 @@ pub enum RevokeOutcome {
 #[async_trait]
 pub trait Store: CoordinatorStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// The discovery crawler's queue and verified signals.
+    fn discovery(&self) -> &dyn discovery::DiscoveryStore;
 
     /// Answers when the database is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -27,6 +27,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
+mod discovery;
+
 use super::{
     AuditDraft, Backend, CheckpointRecord, GrantRecord, InvitationRecord, InvitationState,
     OperatorRecord, RevokeOutcome, Store, StoreError, StoredAuditEntry, TokenRecord,
@@ -385,6 +387,10 @@ async fn append_in(
 impl Store for SqlStore {
     fn backend(&self) -> Backend {
         self.backend
+    }
+
+    fn discovery(&self) -> &dyn super::discovery::DiscoveryStore {
+        self
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
