@@ -6,6 +6,7 @@ pub mod pg;
 pub mod process;
 pub mod sim;
 pub mod volunteer;
+pub mod work;
 
 use std::path::{Path, PathBuf};
 
