@@ -70,7 +70,6 @@ async fn run(rounds: usize) {
 
     let mut command = Vec::new();
     let mut stop = Vec::new();
-    let mut terminated_seen = 0;
     for round in 0..rounds {
         // A bootstrap challenge, so the new node may take it; its known
         // answer is never reached because the task never ends.
@@ -91,10 +90,9 @@ async fn run(rounds: usize) {
                 .journal()
                 .into_iter()
                 .filter(|e| e["kind"] == "task.terminated")
-                .nth(terminated_seen)
+                .nth(round)
         })
         .await;
-        terminated_seen += 1;
         let at = entry["timestamp_ms"].as_i64().expect("journal timestamp");
         command.push(returned - before);
         stop.push(at - before);
