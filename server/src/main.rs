@@ -59,6 +59,13 @@ enum Command {
         /// Seconds a replica is leased before it goes back to the pool.
         #[arg(long, env = "ASKEE_LEASE_SECONDS", default_value_t = 300)]
         lease_seconds: u64,
+        /// Seconds between background crawls of the discovery queue
+        /// (domains submitted through the API, re-checks after a record's
+        /// TTL); 0 turns the background crawl off.
+        #[arg(long, env = "ASKEE_CRAWL_EVERY", default_value_t = 60)]
+        crawl_every: u64,
+        #[command(flatten)]
+        crawl: askee_server::discovery::cli::CrawlArgs,
     },
     /// Submit tasks and follow them.
     Task {
@@ -147,6 +154,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate_burst,
             heartbeat_seconds,
             lease_seconds,
+            crawl_every,
+            crawl,
         } => {
             let store = store::open(&cli.database_url)
                 .await
@@ -157,6 +166,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.heartbeat_interval = std::time::Duration::from_secs(*heartbeat_seconds);
             cfg.lease_duration = std::time::Duration::from_secs(*lease_seconds);
             let state = askee_server::state(cfg, store, Clock::System)?;
+            // Held for the server's lifetime: dropping it stops the crawl.
+            let _crawl = if *crawl_every > 0 {
+                let crawler =
+                    askee_server::discovery::Crawler::new(state.clone(), crawl.crawler_config()?)?;
+                Some(AbortOnDrop(tokio::spawn(
+                    crawler.background(std::time::Duration::from_secs(*crawl_every)),
+                )))
+            } else {
+                None
+            };
             let tls = tls_cert
                 .clone()
                 .zip(tls_key.clone())
@@ -278,5 +297,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Aborts a background task when the command that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -122,3 +122,72 @@ fn a_killed_crawl_resumes_without_loss_or_duplicates() {
     assert_eq!(all["invited"], 0, "{all}");
     assert_eq!(all["absent"], 1960, "{all}");
 }
+
+/// `serve` crawls in the background: domains submitted through the API
+/// become verified invitations without anyone running `discover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_crawls_submitted_domains_in_the_background() {
+    use askee_testkit::process::ServerProcess;
+    use askee_testkit::sim::{Api, operator_setup};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (zone, domains, opted) = generated_zone("serve.test", 30, 10, now());
+    let nsd = Nsd::start("serve.test", &zone);
+    let db = format!("sqlite://{}", dir.path().join("askee.db").display());
+    let data = dir.path().join("data");
+    let ns = nsd.addr.to_string();
+    let server = ServerProcess::start_with(
+        &db,
+        &data,
+        Duration::from_secs(60),
+        &[
+            "--crawl-every",
+            "1",
+            "--name-server",
+            &ns,
+            "--no-well-known",
+            "--no-politeness",
+        ],
+    );
+    let op = operator_setup(&db, &data, 3);
+    let api = Api::new(vec![server.url()], 0);
+    let body = serde_json::to_vec(&serde_json::json!({ "domains": domains })).unwrap();
+    let queued = api
+        .operator(
+            &op.credential,
+            reqwest::Method::POST,
+            "/v1/discovery/domains",
+            Some(("application/json", body)),
+        )
+        .await
+        .expect("submit domains");
+    assert_eq!(queued["queued"], 30, "{queued}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let list = api
+            .operator(
+                &op.credential,
+                reqwest::Method::GET,
+                "/v1/discovery/invitations",
+                None,
+            )
+            .await
+            .expect("list invitations");
+        let mut found: Vec<String> = list["invitations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "pending")
+            .map(|i| i["domain"].as_str().unwrap().to_owned())
+            .collect();
+        found.sort();
+        if found.len() >= opted.len() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut expected = opted.clone();
+    expected.sort();
+    assert_eq!(found, expected, "{}", nsd.log());
+}

@@ -19,6 +19,20 @@ pub struct DiscoverArgs {
     /// holds that is due is crawled.
     #[arg(long)]
     pub domains: Option<PathBuf>,
+    #[command(flatten)]
+    pub crawl: CrawlArgs,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// How the crawler asks: shared by `discover` and the background crawl of
+/// `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CrawlArgs {
     /// Name server to ask (IP:PORT), repeatable; default: /etc/resolv.conf.
     #[arg(long = "name-server")]
     pub name_servers: Vec<SocketAddr>,
@@ -55,12 +69,6 @@ pub struct DiscoverArgs {
     /// Test only: fetch the well-known document over plain HTTP.
     #[arg(long, hide = true)]
     pub insecure_http_well_known: bool,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +84,12 @@ pub enum DiscoverCommandError {
 }
 
 impl DiscoverArgs {
+    pub fn crawler_config(&self) -> Result<CrawlerConfig, DiscoverCommandError> {
+        self.crawl.crawler_config()
+    }
+}
+
+impl CrawlArgs {
     pub fn crawler_config(&self) -> Result<CrawlerConfig, DiscoverCommandError> {
         let mut roots = Vec::new();
         for path in &self.root_cert {

@@ -415,6 +415,29 @@ impl Crawler {
         }
     }
 
+    /// The server's background crawl: every `every`, crawls whatever the
+    /// queue holds that is due (domains submitted through the API, re-checks
+    /// after a record's TTL, retries after a lost answer). Runs until the
+    /// task is dropped; a failed round is logged and the next one retries.
+    pub async fn background(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.run_due().await {
+                Ok(summary) if summary.checked > 0 => {
+                    tracing::info!(
+                        checked = summary.checked,
+                        opted_in = summary.opted_in,
+                        "background crawl round"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "background crawl round failed"),
+            }
+        }
+    }
+
     /// [`import_qr`] with this crawler's freshness window.
     pub async fn import_qr(&self, png: &[u8]) -> Result<Outcome, DiscoveryError> {
         import_qr(&self.state, png, self.config.freshness).await
