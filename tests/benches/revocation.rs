@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use askee_core::signing;
-use askee_testkit::process::{AgentProcess, ServerProcess, agent_command};
-use askee_testkit::sim::{Api, operator_setup};
-use askee_testkit::work::{SPIN, consent, grant, started, statement, submit, wait_for};
+use askee_testkit::process::{AgentProcess, agent_command};
+use askee_testkit::work::{
+    Coordinator, SPIN, consent, grant, started, statement, submit, wait_for,
+};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -43,27 +43,7 @@ fn main() {
 
 async fn run(rounds: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
-    let data = dir.path().join("data");
-    let server = ServerProcess::start_with(
-        &url,
-        &data,
-        Duration::from_secs(60),
-        &["--heartbeat-seconds", "2"],
-    );
-    let op = operator_setup(&url, &data, 7);
-    let api = Api::new(vec![server.url()], 0);
-    api.operator(
-        &op.credential,
-        reqwest::Method::PUT,
-        &format!(
-            "/v1/modules/{}",
-            hex::encode(signing::sha256(SPIN.as_bytes()))
-        ),
-        Some(("application/wasm", SPIN.as_bytes().to_vec())),
-    )
-    .await
-    .expect("upload the module");
+    let Coordinator { server, op, api } = Coordinator::start(dir.path(), 7, &[SPIN]).await;
     let home = dir.path().join("volunteer");
     consent(&home, &server.url());
     let agent = AgentProcess::start(&home, &["--when", "always", "--parallel", "1"]);

@@ -11,8 +11,8 @@ use askee_core::wire::v1::{
 use askee_core::{b64, signing};
 use serde_json::Value;
 
-use crate::process::{AgentProcess, agent_command};
-use crate::sim::{Api, OperatorSetup};
+use crate::process::{AgentProcess, ServerProcess, agent_command};
+use crate::sim::{Api, OperatorSetup, operator_setup};
 
 /// Copies standard input to standard output.
 pub const CAT: &str = r#"(module
@@ -171,4 +171,42 @@ pub fn started(agent: &AgentProcess, task_id: &str) -> bool {
         .journal()
         .iter()
         .any(|e| e["kind"] == "task.start" && e["data"]["task_id"] == task_id)
+}
+
+/// A real server on SQLite in `dir` with an operator whose task-signing key
+/// comes from `seed`, and `modules` (WAT text) already uploaded.
+pub struct Coordinator {
+    pub server: ServerProcess,
+    pub op: OperatorSetup,
+    pub api: Api,
+}
+
+impl Coordinator {
+    pub async fn start(dir: &Path, seed: u64, modules: &[&str]) -> Self {
+        let url = format!("sqlite://{}", dir.join("askee.db").display());
+        let data = dir.join("data");
+        // Short heartbeats so a silent agent is noticed within the test.
+        let server = ServerProcess::start_with(
+            &url,
+            &data,
+            Duration::from_secs(60),
+            &["--heartbeat-seconds", "2"],
+        );
+        let op = operator_setup(&url, &data, seed);
+        let api = Api::new(vec![server.url()], 0);
+        for module in modules {
+            api.operator(
+                &op.credential,
+                reqwest::Method::PUT,
+                &format!(
+                    "/v1/modules/{}",
+                    hex::encode(signing::sha256(module.as_bytes()))
+                ),
+                Some(("application/wasm", module.as_bytes().to_vec())),
+            )
+            .await
+            .expect("upload a module");
+        }
+        Self { server, op, api }
+    }
 }

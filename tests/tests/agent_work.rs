@@ -6,37 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use askee_core::signing;
-use askee_testkit::process::{AgentProcess, ServerProcess, agent_command};
-use askee_testkit::sim::{Api, operator_setup};
-use askee_testkit::work::{CAT, SPIN, consent, started, statement, submit, task, wait_for};
+use askee_testkit::process::{AgentProcess, agent_command};
+use askee_testkit::work::{
+    CAT, Coordinator, SPIN, consent, started, statement, submit, task, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_run_verified_work_and_a_revocation_stops_one_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
-    let data = dir.path().join("data");
-    let server = ServerProcess::start_with(
-        &url,
-        &data,
-        Duration::from_secs(60),
-        &["--heartbeat-seconds", "2"],
-    );
-    let op = operator_setup(&url, &data, 6);
-    let api = Api::new(vec![server.url()], 0);
-    for module in [CAT, SPIN] {
-        api.operator(
-            &op.credential,
-            reqwest::Method::PUT,
-            &format!(
-                "/v1/modules/{}",
-                hex::encode(signing::sha256(module.as_bytes()))
-            ),
-            Some(("application/wasm", module.as_bytes().to_vec())),
-        )
-        .await
-        .expect("upload a module");
-    }
+    let Coordinator { server, op, api } = Coordinator::start(dir.path(), 6, &[CAT, SPIN]).await;
 
     let homes: Vec<_> = ["a", "b"].iter().map(|n| dir.path().join(n)).collect();
     for home in &homes {
