@@ -131,7 +131,35 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// Serves until the process is stopped (or ctrl-c).
+/// How long requests in flight may take to finish once a stop is asked.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves on ctrl-c or (on Unix) SIGTERM, as systemd and container
+/// runtimes stop a service.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; ctrl-c still stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Serves until ctrl-c or SIGTERM, then lets requests in flight finish
+/// (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {
     let checkpointer = spawn_checkpointer(state.clone());
     let sweeper = coord::spawn_sweeper(state.clone());
@@ -142,12 +170,22 @@ pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Resul
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })?;
             tracing::info!(%addr, "askee-server listening (http)");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .map_err(ServeError::Serve)
+            let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                stop_signal().await;
+                tracing::info!("stopping: finishing requests in flight");
+                let _ = stopping.send(true);
+            });
+            tokio::select! {
+                r = serve => r.map_err(ServeError::Serve),
+                // Long-polls may hold a request for most of a minute: cut
+                // them off after the grace period (agents fall back to the
+                // signed revocation list and retry).
+                _ = async {
+                    let _ = stopped.wait_for(|s| *s).await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => Ok(()),
+            }
         }
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -159,7 +197,15 @@ pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Resul
                     source,
                 })?;
             tracing::info!(%addr, "askee-server listening (https)");
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                stop_signal().await;
+                tracing::info!("stopping: finishing requests in flight");
+                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
             axum_server::bind_rustls(addr, config)
+                .handle(handle)
                 .serve(app)
                 .await
                 .map_err(ServeError::Serve)

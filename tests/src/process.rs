@@ -76,6 +76,25 @@ impl ServerProcess {
         format!("http://{}", self.addr)
     }
 
+    /// SIGTERM, as systemd stops a service; waits for the exit at most
+    /// `limit` (then SIGKILLs and panics).
+    pub fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll askee-server") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "askee-server did not stop within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         self.child.kill().expect("kill askee-server");
