@@ -2,7 +2,8 @@
 # Builds the example tasks for wasm32-wasip1 (release, small) and copies them
 # to examples/tasks/wasm/{pi,wordfreq,sgd}.wasm, the place `askee-server demo`
 # looks by default. Needs the target: `rustup target add wasm32-wasip1`
-# (tests/setup.d/examples.sh adds it).
+# (tests/setup.d/examples.sh adds it). EXAMPLES_TARGET_DIR and EXAMPLES_OUT_DIR
+# override the cargo target directory and where the .wasm files go.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 target="${EXAMPLES_TARGET_DIR:-$here/target}"
@@ -11,8 +12,9 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx w
 fi
 cargo build --quiet --release --target wasm32-wasip1 \
   --manifest-path "$here/Cargo.toml" --target-dir "$target"
-mkdir -p "$here/wasm"
+out="${EXAMPLES_OUT_DIR:-$here/wasm}"
+mkdir -p "$out"
 for bin in pi wordfreq sgd; do
-  cp "$target/wasm32-wasip1/release/$bin.wasm" "$here/wasm/$bin.wasm"
+  cp "$target/wasm32-wasip1/release/$bin.wasm" "$out/$bin.wasm"
 done
-ls -l "$here"/wasm/*.wasm >&2
+ls -l "$out"/*.wasm >&2

@@ -131,6 +131,25 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Serves plain HTTP on an already bound listener (the demo binds a free
+/// loopback port first, to know its URL) until `shutdown` completes.
+pub async fn serve_on(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let checkpointer = spawn_checkpointer(state.clone());
+    let sweeper = coord::spawn_sweeper(state.clone());
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve);
+    checkpointer.abort();
+    sweeper.abort();
+    result
+}
+
 /// Serves until the process is stopped (or ctrl-c).
 pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {
     let checkpointer = spawn_checkpointer(state.clone());
