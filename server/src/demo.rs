@@ -928,14 +928,17 @@ fn plain_words(label: &str, stdout: &str) -> Vec<String> {
                         .map(|(_, v)| v)
                 })
                 .collect();
-            vec![
-                format!("loss per epoch: {}", losses.join(" → ")),
+            vec![format!("loss per epoch: {}", losses.join(" → ")), {
+                let b = field("b");
+                let b = match b.strip_prefix('-') {
+                    Some(minus) => format!("− {minus}"),
+                    None => format!("+ {b}"),
+                };
                 format!(
-                    "fitted y = {}·x + {} (the data came from y = 3·x − 2 plus noise)",
-                    field("w"),
-                    field("b")
-                ),
-            ]
+                    "fitted y = {}·x {b} (the data came from y = 3·x − 2 plus noise)",
+                    field("w")
+                )
+            }]
         }
         _ => stdout.lines().map(str::to_owned).collect(),
     }

@@ -280,10 +280,10 @@ async fn new_operator(state: &askee_server::AppState, name: &str) -> anyhow::Res
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo draws progress bars on the terminal; its server logs only
-    // warnings unless ASKEE_LOG says otherwise.
+    // The demo draws progress bars and tells the story itself; its server
+    // logs only errors unless ASKEE_LOG says otherwise.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn,sqlx=warn",
+        Command::Demo(_) => "error",
         _ => "info,sqlx=warn",
     };
     tracing_subscriber::fmt()
