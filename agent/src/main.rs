@@ -107,6 +107,12 @@ struct RunArgs {
     /// Without it, any operator the coordinator registered is accepted.
     #[arg(long = "trust-operator")]
     trust_operator: Vec<String>,
+    /// DEMO AND TEST ONLY: behave as a Byzantine node by corrupting every
+    /// completed result (stdout altered before it is digested and signed),
+    /// so the coordinator's quorum and exclusion can be watched at work.
+    /// Hidden from help; announced loudly at start and journalled.
+    #[arg(long, hide = true)]
+    byzantine_corrupt_results: bool,
 }
 
 #[derive(Subcommand)]
@@ -510,6 +516,7 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
             parallel: args.parallel as usize,
             allowed_operators: args.trust_operator.clone(),
             cores: profile.cpu.cores,
+            byzantine_corrupt_results: args.byzantine_corrupt_results,
         },
     )?;
     eprintln!(

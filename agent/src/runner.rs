@@ -67,6 +67,9 @@ pub struct RunOptions {
     pub allowed_operators: Vec<String>,
     /// Logical processors of the machine (scales the token's CPU share).
     pub cores: u32,
+    /// Demo and test only: corrupt every completed result before it is
+    /// digested and signed (a deliberately Byzantine node).
+    pub byzantine_corrupt_results: bool,
 }
 
 /// Where consent stands for the daemon.
@@ -311,6 +314,18 @@ impl Runner {
             "agent.start",
             serde_json::json!({"pid": std::process::id(), "token_id": self.token().payload.token_id}),
         );
+        if self.opts.byzantine_corrupt_results {
+            tracing::warn!(
+                "BYZANTINE MODE (demo/test only): every completed result will be corrupted before it is signed"
+            );
+            eprintln!(
+                "askee-agent: WARNING: --byzantine-corrupt-results is on; this node lies on purpose (demo/test only)"
+            );
+            self.journal(
+                "byzantine.mode",
+                serde_json::json!({"corrupt_results": true}),
+            );
+        }
         let tasks = vec![
             tokio::spawn(self.clone().consent_loop()),
             tokio::spawn(self.clone().expiry_loop()),
@@ -900,11 +915,23 @@ impl Runner {
             }
             Ok(TaskOutcome::Completed {
                 exit_code,
-                digest,
-                stdout,
+                mut digest,
+                mut stdout,
                 outputs,
                 usage,
             }) => {
+                if self.opts.byzantine_corrupt_results {
+                    // Deliberate misbehaviour for demonstrations: the lie is
+                    // signed like an honest answer, so only the quorum (or a
+                    // known answer) can catch it.
+                    corrupt(&mut stdout);
+                    digest = askee_sandbox::digest::result_digest(exit_code, &stdout, &outputs);
+                    tracing::warn!(task = %a.task_id, "BYZANTINE MODE: reporting a corrupted result");
+                    self.journal(
+                        "byzantine.corrupted",
+                        serde_json::json!({"assignment_id": a.assignment_id, "task_id": a.task_id}),
+                    );
+                }
                 let mut report = ResultReport {
                     assignment_id: a.assignment_id.clone(),
                     task_id: a.task_id.clone(),
@@ -1037,6 +1064,14 @@ impl Runner {
                 _ = consent.changed() => {}
             }
         }
+    }
+}
+
+/// Flips the last byte of a result (or makes up one for an empty result).
+fn corrupt(stdout: &mut Vec<u8>) {
+    match stdout.last_mut() {
+        Some(b) => *b ^= 0x01,
+        None => stdout.push(b'?'),
     }
 }
 

@@ -158,6 +158,25 @@ async fn stop_signal() {
     }
 }
 
+/// Serves plain HTTP on an already bound listener (the demo binds a free
+/// loopback port first, to know its URL) until `shutdown` completes.
+pub async fn serve_on(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let checkpointer = spawn_checkpointer(state.clone());
+    let sweeper = coord::spawn_sweeper(state.clone());
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve);
+    checkpointer.abort();
+    sweeper.abort();
+    result
+}
+
 /// Serves until ctrl-c or SIGTERM, then lets requests in flight finish
 /// (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {

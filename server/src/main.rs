@@ -10,6 +10,7 @@ use askee_server::{Clock, Config, Tls, audit, consent, extract, keys, store};
 use clap::{Parser, Subcommand};
 use rand::RngCore as _;
 
+mod demo;
 mod task_cli;
 
 /// askee control plane: consent engine, revocation, audit log.
@@ -92,6 +93,10 @@ enum Command {
     Discover(askee_server::discovery::cli::DiscoverArgs),
     /// Print the OpenAPI document (the content of openapi/openapi.json).
     Openapi,
+    /// Run the whole system locally: this server on embedded SQLite, four
+    /// local agents (one deliberately Byzantine) that consent and run the
+    /// example tasks in their sandboxes; prints the verified results.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -201,21 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = store::open(&cli.database_url).await?;
             let state = askee_server::state(config(&cli, None), store, Clock::System)?;
-            let mut secret = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut secret);
-            let credential = format!("askee_op_{}", askee_core::b64::encode(secret));
-            let record = store::OperatorRecord {
-                name: name.clone(),
-                token_hash: extract::credential_hash(&credential),
-                created_at: state.clock.now(),
-            };
-            let audit = consent::draft(
-                &state,
-                "operator.create",
-                name,
-                serde_json::json!({"name": name}),
-            );
-            state.store.create_operator(&record, audit).await?;
+            let credential = new_operator(&state, name).await?;
             if let Some(public_key) = public_key {
                 askee_core::b64::public_key(public_key)
                     .with_context(|| format!("--public-key {public_key:?}"))?;
@@ -270,6 +261,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Demo(args) => {
+            if !demo::run(args.clone()).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
@@ -281,15 +277,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates an operator and returns its bearer credential (stored hashed).
+async fn new_operator(state: &askee_server::AppState, name: &str) -> anyhow::Result<String> {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let credential = format!("askee_op_{}", askee_core::b64::encode(secret));
+    let record = store::OperatorRecord {
+        name: name.to_owned(),
+        token_hash: extract::credential_hash(&credential),
+        created_at: state.clock.now(),
+    };
+    let audit = consent::draft(
+        state,
+        "operator.create",
+        name,
+        serde_json::json!({"name": name}),
+    );
+    state.store.create_operator(&record, audit).await?;
+    Ok(credential)
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo draws progress bars and tells the story itself; its server
+    // logs only errors unless ASKEE_LOG says otherwise.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info,sqlx=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ASKEE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
