@@ -695,12 +695,11 @@ fn scenarios_cover_both_verdicts() {
         .spawn(|| {
             let general = coverage(scenario(), 500);
             let leases = coverage(lease_scenario(), 500);
-            for (which, table, names) in [
-                ("scenario", &general, &general[..6]),
-                ("scenario", &general, &general[9..]),
-                ("lease_scenario", &leases, &leases[6..9]),
+            for (which, names) in [
+                ("scenario", &general[..6]),
+                ("scenario", &general[9..]),
+                ("lease_scenario", &leases[6..9]),
             ] {
-                let _ = table;
                 for &(name, got, out_of) in names {
                     eprintln!("{which}: {name}: {got} of {out_of}");
                     assert!(
