@@ -6,6 +6,14 @@
 //! relations. The property test in `tests/agreement.rs` compares the two on
 //! thousands of random scenarios; `README.md` maps each seed predicate to its
 //! refinement and to the Rust function that implements it.
+//!
+//! Besides the seed's predicates it states two decisions of the coordinator
+//! as built: the reputation a node's counters give
+//! (`askee_core::coord::reputation_metrics` with bootstrapping, then
+//! `node_reputation`), and which leases `POST /v1/work/lease` may hand out
+//! (the store's candidate filter and `server::coord::choose`: bootstrapping
+//! challenges exempt from the reputation floors, a bootstrapping node served
+//! challenges first, a node never given the same task twice).
 
 use std::collections::HashSet;
 
@@ -36,12 +44,39 @@ pub struct Amounts {
     pub bandwidth_mbps: u64,
 }
 
+/// A node's counters as the coordinator keeps them
+/// (`askee_core::coord::NodeCounters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CountersIn {
+    pub assigned: u64,
+    pub completed: u64,
+    pub agreed: u64,
+    pub wrong: u64,
+    pub heartbeats: u64,
+    pub age_seconds: u64,
+    pub heartbeat_interval: u64,
+    pub active: bool,
+}
+
+/// Results a bootstrapping node must have had judged right
+/// (`askee_core::coord::BOOTSTRAP_RESULTS`).
+pub const BOOTSTRAP_RESULTS: u64 = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeIn {
     pub id: u32,
     /// Completion, accuracy, uptime, participation rates in thousandths;
     /// `None` when unknown.
     pub metrics: Option<[u64; 4]>,
+    /// The coordinator's counters of a registered node; the reputation then
+    /// comes from them (a scenario gives metrics or counters, not both).
+    pub counters: Option<CountersIn>,
+    /// The node's state is active (registered nodes only).
+    pub active: bool,
+    /// Tasks the node already had a replica of, in any state.
+    pub had: Vec<u32>,
+    /// Task types the lease request names; `None` asks for every type.
+    pub requested: Option<Vec<u32>>,
     /// Marked Byzantine earlier (marking is sticky).
     pub flagged: bool,
     /// Evidence counts by kind (see [`EVIDENCE_KINDS`]).
@@ -85,6 +120,13 @@ pub struct TaskIn {
     pub task_type: u32,
     pub hours: u32,
     pub needs: Amounts,
+    /// A bootstrapping challenge (known answer, for new nodes).
+    pub bootstrap: bool,
+    /// The task is pending (not verified, failed or cancelled).
+    pub pending: bool,
+    /// `replicas_active`, `replicas_wanted`.
+    pub slots: (u64, u64),
+    pub deadline: i64,
 }
 
 /// Everything the rules look at.
@@ -115,6 +157,10 @@ pub struct Verdicts {
     pub eligible: HashSet<(u32, u32, u32)>,
     /// Both: the coordinator may assign.
     pub assignable: HashSet<(u32, u32, u32)>,
+    /// The reputation assignment uses, in millionths, per node.
+    pub reputation: HashSet<(u32, u64)>,
+    /// A lease may hand task K to node N registered with token T.
+    pub leasable: HashSet<(u32, u32, u32)>,
 }
 
 mod program {
@@ -148,9 +194,26 @@ mod program {
         @input pub struct Task(pub u32, pub u32, pub u32);
         // task, cores, cpu percent, ram, storage, bandwidth
         @input pub struct Needs(pub u32, pub u64, pub u64, pub u64, pub u64, pub u64);
+        // node, assigned, completed, agreed, wrong, heartbeats, age, interval, active
+        @input pub struct Counters(pub u32, pub u64, pub u64, pub u64, pub u64, pub u64, pub u64, pub u64, pub bool);
+        @input pub struct NodeActive(pub u32);
+        @input pub struct HadReplica(pub u32, pub u32);
+        @input pub struct RequestsAll(pub u32);
+        @input pub struct Requests(pub u32, pub u32);
+        @input pub struct Bootstrap(pub u32);
+        @input pub struct Pending(pub u32);
+        // task, replicas_active, replicas_wanted
+        @input pub struct Slots(pub u32, pub u64, pub u64);
+        @input pub struct Deadline(pub u32, pub i64);
 
         struct Reputation(u32, u64);
-        struct EffectiveReputation(u32, u64);
+        struct EligibleExceptReputation(u32, u32, u32);
+        struct Chosen(u32, u32, u32);
+        struct Open(u32);
+        struct WantsType(u32, u32);
+        struct Candidate(u32, u32, u32);
+        struct Bootstrapping(u32);
+        struct ChallengeFor(u32, u32);
         struct TimeOk(u32);
         struct WithinTokenScope(u32, u32);
         struct WithinProfile(u32, u32);
@@ -162,11 +225,29 @@ mod program {
         @output pub struct Permitted(pub u32, pub u32, pub u32);
         @output pub struct Eligible(pub u32, pub u32, pub u32);
         @output pub struct Assignable(pub u32, pub u32, pub u32);
+        @output pub struct EffectiveReputation(pub u32, pub u64);
+        @output pub struct Leasable(pub u32, pub u32, pub u32);
 
         // node_reputation: weights 0.4/0.3/0.2/0.1 on rates in thousandths,
         // exact, in millionths.
         Reputation(n, s) <- Metrics(n, c, a, u, p),
             let s = 400 * c + 300 * a + 200 * u + 100 * p;
+
+        // reputation_metrics: completion over max(assigned, 3), accuracy
+        // over max(judged, 3) (bootstrapping pads both), uptime as at least
+        // one heartbeat over the beats expected since registration (at least
+        // one, capped at 1), participation 1 when active; then the weights,
+        // exactly in rationals, rounded half up to millionths.
+        Reputation(n, s) <- Counters(n, asg, comp, agr, wr, hb, age, iv, act),
+            let dc = std::cmp::max(asg, crate::BOOTSTRAP_RESULTS),
+            let da = std::cmp::max(agr + wr, crate::BOOTSTRAP_RESULTS),
+            let du = std::cmp::max(age / std::cmp::max(iv, 1), 1),
+            let cn = std::cmp::min(comp, dc),
+            let un = std::cmp::min(std::cmp::max(hb, 1), du),
+            let p = if act { 1 } else { 0 },
+            let x = 1_000_000 * (4 * cn * da * du + 3 * agr * dc * du + 2 * un * dc * da + p * dc * da * du),
+            let d = 10 * dc * da * du,
+            let s = (2 * x + d) / (2 * d);
 
         // byzantine_behavior_detected (sticky marking included).
         Byzantine(n) <- Flagged(n);
@@ -212,6 +293,41 @@ mod program {
             WithinProfile(n, k), !Byzantine(n);
 
         Assignable(n, k, t) <- Permitted(n, k, t), Eligible(n, k, t);
+
+        // The lease (server::coord::choose): assignable, or for a
+        // bootstrapping challenge eligible in every respect but reputation
+        // (a known, too low or unknown one; an invalid token threshold still
+        // refuses).
+        EligibleExceptReputation(n, k, t) <- Node(n), Task(k, ty, h),
+            TaskType(ty, th, _), (h <= th), WithinTokenScope(t, k),
+            TokenMinRep(t, _), WithinProfile(n, k), !Byzantine(n);
+        Chosen(n, k, t) <- Assignable(n, k, t);
+        Chosen(n, k, t) <- Bootstrap(k), Permitted(n, k, t),
+            EligibleExceptReputation(n, k, t);
+
+        // The store's candidate filter: pending, fewer live replicas than
+        // wanted, before its deadline, of a type the token allows, the
+        // coordinator offers and the request asks for, never this node's
+        // before; the node active with a valid token (else 403).
+        Open(k) <- Pending(k), Slots(k, a, w), (a < w), Deadline(k, d), Now(now),
+            (d > now);
+        WantsType(n, ty) <- RequestsAll(n), TaskType(ty, _, _);
+        WantsType(n, ty) <- Requests(n, ty);
+        Candidate(n, k, t) <- NodeActive(n), Token(t, n, _), Valid(t), Open(k),
+            Task(k, ty, _), WantsType(n, ty), Allows(t, ty), TaskType(ty, _, _),
+            !HadReplica(n, k), Chosen(n, k, t);
+
+        // A bootstrapping node (fewer than 3 agreed results) is offered
+        // challenges only, and ordinary work when no challenge is left for
+        // it; other nodes never get challenges.
+        Bootstrapping(n) <- Counters(n, _, _, agr, _, _, _, _, _),
+            (agr < crate::BOOTSTRAP_RESULTS);
+        ChallengeFor(n, t) <- Bootstrapping(n), Candidate(n, k, t), Bootstrap(k);
+        Leasable(n, k, t) <- Candidate(n, k, t), Bootstrapping(n), Bootstrap(k);
+        Leasable(n, k, t) <- Candidate(n, k, t), Counters(n, _, _, _, _, _, _, _, _),
+            !Bootstrapping(n), !Bootstrap(k);
+        Leasable(n, k, t) <- Candidate(n, k, t), Bootstrapping(n), !Bootstrap(k),
+            !ChallengeFor(n, t);
     }
 
     pub use self::Crepe as Runtime;
@@ -226,6 +342,27 @@ pub fn evaluate(s: &Scenario) -> Verdicts {
         rt.extend([Node(n.id)]);
         if let Some([c, a, u, p]) = n.metrics {
             rt.extend([Metrics(n.id, c, a, u, p)]);
+        }
+        if let Some(c) = n.counters {
+            rt.extend([Counters(
+                n.id,
+                c.assigned,
+                c.completed,
+                c.agreed,
+                c.wrong,
+                c.heartbeats,
+                c.age_seconds,
+                c.heartbeat_interval,
+                c.active,
+            )]);
+        }
+        if n.active {
+            rt.extend([NodeActive(n.id)]);
+        }
+        rt.extend(n.had.iter().map(|&k| HadReplica(n.id, k)));
+        match &n.requested {
+            None => rt.extend([RequestsAll(n.id)]),
+            Some(types) => rt.extend(types.iter().map(|&ty| Requests(n.id, ty))),
         }
         if n.flagged {
             rt.extend([Flagged(n.id)]);
@@ -280,6 +417,14 @@ pub fn evaluate(s: &Scenario) -> Verdicts {
     );
     for k in &s.tasks {
         rt.extend([Task(k.id, k.task_type, k.hours)]);
+        if k.bootstrap {
+            rt.extend([Bootstrap(k.id)]);
+        }
+        if k.pending {
+            rt.extend([Pending(k.id)]);
+        }
+        rt.extend([Slots(k.id, k.slots.0, k.slots.1)]);
+        rt.extend([Deadline(k.id, k.deadline)]);
         let n = k.needs;
         rt.extend([Needs(
             k.id,
@@ -290,7 +435,17 @@ pub fn evaluate(s: &Scenario) -> Verdicts {
             n.bandwidth_mbps,
         )]);
     }
-    let (_byzantine, excluded, revoked, valid, permitted, eligible, assignable) = rt.run();
+    let (
+        _byzantine,
+        excluded,
+        revoked,
+        valid,
+        permitted,
+        eligible,
+        assignable,
+        reputation,
+        leasable,
+    ) = rt.run();
     Verdicts {
         excluded: excluded.into_iter().map(|Excluded(n)| n).collect(),
         revoked: revoked.into_iter().map(|Revoked(t)| t).collect(),
@@ -306,6 +461,14 @@ pub fn evaluate(s: &Scenario) -> Verdicts {
         assignable: assignable
             .into_iter()
             .map(|Assignable(n, k, t)| (n, k, t))
+            .collect(),
+        reputation: reputation
+            .into_iter()
+            .map(|EffectiveReputation(n, s)| (n, s))
+            .collect(),
+        leasable: leasable
+            .into_iter()
+            .map(|Leasable(n, k, t)| (n, k, t))
             .collect(),
     }
 }
@@ -330,6 +493,10 @@ mod tests {
             nodes: vec![NodeIn {
                 id: 1,
                 metrics: Some([1000, 1000, 1000, 1000]),
+                counters: None,
+                active: true,
+                had: vec![],
+                requested: None,
                 flagged: false,
                 evidence: [0; 5],
                 profile: Some(amounts(8)),
@@ -358,6 +525,10 @@ mod tests {
                 task_type: 5,
                 hours: 4,
                 needs: amounts(2),
+                bootstrap: false,
+                pending: true,
+                slots: (0, 3),
+                deadline: 5_000,
             }],
             thresholds: [3, 1, 1, 5, 1],
             revoked_grants: vec![],

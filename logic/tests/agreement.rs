@@ -1,10 +1,12 @@
 //! The Datalog rules and `askee_core::rules` must agree on every verdict:
 //! Byzantine exclusion, revocation, token validity, permission, eligibility
-//! and the combined assignment decision, on thousands of random scenarios.
-//! Values are drawn so that they often sit exactly on a threshold.
+//! and the combined assignment decision, the reputation a node's counters
+//! give, and the leases the coordinator may hand out, on thousands of random
+//! scenarios. Values are drawn so that they often sit exactly on a threshold.
 
 use std::collections::HashSet;
 
+use askee_core::coord::{BOOTSTRAP_RESULTS, NodeCounters, reputation_metrics};
 use askee_core::rules::{
     Action, ByzantineEvidence, ByzantinePolicy, NodeFacts, NodeProfile, Reputation,
     ReputationMetrics, ResourceProfile, RevocationFacts, SignatureFact, TaskFacts,
@@ -12,11 +14,14 @@ use askee_core::rules::{
     byzantine_node_excluded, consent_revoked, effective_reputation, revocation_status,
     task_assignment_eligible, valid_consent_token,
 };
+use askee_core::rules::{Reason, node_reputation};
 use askee_core::token::RevocationStatus;
 use askee_core::wire::v1::{
     ConsentTokenPayload, Monitoring, Permissions, Resources, TOKEN_VERSION, TaskPermissions,
 };
-use askee_logic::{Amounts, NodeIn, Scenario, TaskIn, TokenIn, TypeIn, Verdicts, evaluate};
+use askee_logic::{
+    Amounts, CountersIn, NodeIn, Scenario, TaskIn, TokenIn, TypeIn, Verdicts, evaluate,
+};
 use proptest::prelude::*;
 
 const TYPE_NAMES: [&str; 4] = [
@@ -73,20 +78,79 @@ fn amounts_in(r: std::ops::Range<u64>) -> impl Strategy<Value = Amounts> {
     })
 }
 
+/// Counters small enough that the product of the three rate denominators
+/// (at most 6, 7 and 3) has fewer than six factors of two: the exact score
+/// is then never a half-millionth, where `f64` rounding may fall either way.
+fn counters() -> impl Strategy<Value = CountersIn> {
+    (
+        (0u64..=6, 0u64..=7),
+        (0u64..=4, 0u64..=3),
+        (0u64..=4, 1u64..=3, 0u64..=3),
+        proptest::bool::weighted(0.8),
+    )
+        .prop_map(
+            |((assigned, completed), (agreed, wrong), (heartbeats, interval, periods), active)| {
+                CountersIn {
+                    assigned,
+                    completed,
+                    agreed,
+                    wrong,
+                    heartbeats,
+                    // Up to three expected heartbeats, plus a remainder.
+                    age_seconds: periods * interval + periods % 2,
+                    heartbeat_interval: interval,
+                    active,
+                }
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+enum Record {
+    Metrics([u64; 4]),
+    Counters(CountersIn),
+    Unknown,
+}
+
 fn node(id: u32) -> impl Strategy<Value = NodeIn> {
     (
-        proptest::option::weighted(0.9, [rate(), rate(), rate(), rate()]),
+        prop_oneof![
+            4 => [rate(), rate(), rate(), rate()].prop_map(Record::Metrics),
+            5 => counters().prop_map(Record::Counters),
+            1 => Just(Record::Unknown),
+        ],
         proptest::bool::weighted(0.1),
         [evidence(), evidence(), evidence(), evidence(), evidence()],
         proptest::option::weighted(0.9, capacity()),
+        (
+            proptest::bool::weighted(0.9),
+            proptest::sample::subsequence(vec![0u32, 1, 2], 0..=1),
+            proptest::option::weighted(
+                0.3,
+                proptest::sample::subsequence(vec![0u32, 1, 2, 3], 0..=3),
+            ),
+        ),
     )
-        .prop_map(move |(metrics, flagged, evidence, profile)| NodeIn {
-            id,
-            metrics,
-            flagged,
-            evidence,
-            profile,
-        })
+        .prop_map(
+            move |(record, flagged, evidence, profile, (active, had, requested))| {
+                let (metrics, counters) = match record {
+                    Record::Metrics(m) => (Some(m), None),
+                    Record::Counters(c) => (None, Some(c)),
+                    Record::Unknown => (None, None),
+                };
+                NodeIn {
+                    id,
+                    metrics,
+                    counters,
+                    active,
+                    had,
+                    requested,
+                    flagged,
+                    evidence,
+                    profile,
+                }
+            },
+        )
 }
 
 fn token(id: u32) -> impl Strategy<Value = TokenIn> {
@@ -149,12 +213,27 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             .collect::<Vec<_>>()
     });
     let task = |id| {
-        (0u32..4, 0u32..30, needs()).prop_map(move |(task_type, hours, needs)| TaskIn {
-            id,
-            task_type,
-            hours,
-            needs,
-        })
+        (
+            (0u32..4, 0u32..30, needs()),
+            (
+                proptest::bool::weighted(0.4),
+                proptest::bool::weighted(0.9),
+                (0u64..3, 0u64..4),
+                instant(),
+            ),
+        )
+            .prop_map(
+                move |((task_type, hours, needs), (bootstrap, pending, slots, deadline))| TaskIn {
+                    id,
+                    task_type,
+                    hours,
+                    needs,
+                    bootstrap,
+                    pending,
+                    slots,
+                    deadline,
+                },
+            )
     };
     let tasks = (task(0), task(1), task(2)).prop_map(|(a, b, c)| vec![a, b, c]);
     (
@@ -209,20 +288,39 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
         if exclusion.is_some() {
             v.excluded.insert(n.id);
         }
-        let reputation = match n.metrics {
-            Some([c, a, u, p]) => effective_reputation(
-                &ReputationMetrics {
-                    completion_rate: c as f64 / 1000.0,
-                    accuracy_rate: a as f64 / 1000.0,
-                    uptime_rate: u as f64 / 1000.0,
-                    participation_rate: p as f64 / 1000.0,
-                },
-                exclusion.as_ref(),
-            ),
+        let metrics = match (n.metrics, n.counters) {
+            (Some([c, a, u, p]), _) => Some(ReputationMetrics {
+                completion_rate: c as f64 / 1000.0,
+                accuracy_rate: a as f64 / 1000.0,
+                uptime_rate: u as f64 / 1000.0,
+                participation_rate: p as f64 / 1000.0,
+            }),
+            // What the store does after every judged result
+            // (save_node_stats): the counters' metrics, then the weights.
+            (None, Some(c)) => Some(reputation_metrics(&NodeCounters {
+                assigned: c.assigned,
+                completed: c.completed,
+                agreed: c.agreed,
+                wrong: c.wrong,
+                heartbeats: c.heartbeats,
+                age_seconds: c.age_seconds,
+                heartbeat_interval: c.heartbeat_interval,
+                active: c.active,
+            })),
+            (None, None) => None,
+        };
+        if let (Some(m), None) = (&metrics, &exclusion) {
+            assert!(node_reputation(m).is_ok(), "counters give rates in 0..=1");
+        }
+        let reputation = match metrics {
+            Some(m) => effective_reputation(&m, exclusion.as_ref()),
             None => exclusion.as_ref().map(|e| e.reputation),
         };
+        if let Some(r) = reputation {
+            v.reputation.insert((n.id, u64::from(r.micros())));
+        }
         nodes.push((
-            n.id,
+            n,
             NodeFacts {
                 node_id: node_id(n.id),
                 reputation,
@@ -304,7 +402,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
         if valid_consent_token(&facts, NOW).holds() {
             v.valid.insert(t.id);
         }
-        tokens.push((t.id, facts));
+        tokens.push((t, facts));
     }
     for k in &s.tasks {
         let task = TaskFacts {
@@ -320,7 +418,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
         };
         for (n, node) in &nodes {
             for (t, token) in &tokens {
-                let key = (*n, k.id, *t);
+                let key = (n.id, k.id, t.id);
                 if action_permitted(&node.node_id, Action::RunTask(&task), token, NOW).holds() {
                     v.permitted.insert(key);
                 }
@@ -332,6 +430,76 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
                     v.assignable.insert(key);
                 }
             }
+        }
+    }
+    // The lease, composed the way `POST /v1/work/lease` does it: the route's
+    // checks (registered, active, token valid), the store's candidate filter
+    // (`SqlStore::lease`) and `server::coord::choose`, then the
+    // bootstrapping node's two queries (challenges first, ordinary work only
+    // when no challenge was leased).
+    let candidate = |n: &NodeIn, node: &NodeFacts, k: &TaskIn, t: &TokenIn, token: &TokenFacts| {
+        let offered: Vec<&str> = types.iter().map(|p| p.name.as_str()).collect();
+        let type_name = TYPE_NAMES[k.task_type as usize];
+        let task_types: Vec<&String> = token
+            .payload
+            .permissions
+            .tasks
+            .allowlist
+            .iter()
+            .filter(|ty| offered.contains(&ty.as_str()))
+            .filter(|ty| match &n.requested {
+                None => true,
+                Some(r) => r.iter().any(|&i| TYPE_NAMES[i as usize] == ty.as_str()),
+            })
+            .collect();
+        let registered = n.counters.is_some() && t.subject == n.id;
+        let open = k.pending && k.slots.0 < k.slots.1 && k.deadline > NOW;
+        let facts = TaskFacts {
+            task_type: type_name.into(),
+            duration_hours: k.hours,
+            requirements: TaskRequirements {
+                cpu_cores: k.needs.cpu_cores as u32,
+                cpu_percent: k.needs.cpu_percent as u32,
+                ram_mb: k.needs.ram_mb,
+                storage_gb: k.needs.storage_gb,
+                bandwidth_mbps: k.needs.bandwidth_mbps,
+            },
+        };
+        let verdict = assignment_allowed(node, &facts, token, &types, NOW);
+        let blocking = verdict.reasons().iter().any(|r| {
+            !(k.bootstrap
+                && matches!(
+                    r,
+                    Reason::ReputationBelowType { .. }
+                        | Reason::ReputationBelowToken { .. }
+                        | Reason::ReputationUnknown
+                ))
+        });
+        registered
+            && n.active
+            && valid_consent_token(token, NOW).holds()
+            && open
+            && task_types.iter().any(|ty| ty.as_str() == type_name)
+            && !n.had.contains(&k.id)
+            && !blocking
+    };
+    for (n, node) in &nodes {
+        let Some(c) = n.counters else { continue };
+        let bootstrapping = c.agreed < BOOTSTRAP_RESULTS;
+        for (t, token) in &tokens {
+            let pick = |challenges: bool| -> Vec<u32> {
+                s.tasks
+                    .iter()
+                    .filter(|k| k.bootstrap == challenges && candidate(n, node, k, t, token))
+                    .map(|k| k.id)
+                    .collect()
+            };
+            let mut leased = pick(bootstrapping);
+            if leased.is_empty() && bootstrapping {
+                leased = pick(false);
+            }
+            v.leasable
+                .extend(leased.into_iter().map(|k| (n.id, k, t.id)));
         }
     }
     v
@@ -347,56 +515,201 @@ fn diff<T: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
     )
 }
 
+/// Scenarios biased towards leases: valid tokens, registered active nodes
+/// without Byzantine evidence, so that the lease's own conditions decide.
+fn lease_scenario() -> impl Strategy<Value = Scenario> {
+    (
+        scenario(),
+        [counters(), counters(), counters()],
+        proptest::collection::vec(proptest::bool::weighted(0.8), 10),
+    )
+        .prop_map(|(mut s, counters, friendly)| {
+            for (t, ok) in s.tokens.iter_mut().zip(&friendly) {
+                if *ok {
+                    t.signature_ok = Some(true);
+                    t.issued_at = NOW - 100;
+                    t.expires_at = NOW + 100;
+                    t.user_revoked = false;
+                    t.revocation_unknown = false;
+                    t.allowlist = vec![0, 1, 2, 3];
+                }
+            }
+            for ((n, c), ok) in s.nodes.iter_mut().zip(counters).zip(&friendly[4..]) {
+                n.metrics = None;
+                n.counters = Some(c);
+                if *ok {
+                    n.flagged = false;
+                    n.evidence = [0; 5];
+                }
+            }
+            for (k, ok) in s.tasks.iter_mut().zip(&friendly[7..]) {
+                if *ok {
+                    k.pending = true;
+                    k.slots = (0, 3);
+                    k.deadline = NOW + 100;
+                }
+            }
+            if friendly[0] {
+                s.revoked_grants.clear();
+            }
+            s
+        })
+}
+
+fn compare(s: &Scenario) -> Result<(), TestCaseError> {
+    let datalog = evaluate(s);
+    let core = decide_with_core(s);
+    prop_assert_eq!(
+        &datalog.excluded,
+        &core.excluded,
+        "excluded {:?}",
+        diff(&datalog.excluded, &core.excluded)
+    );
+    prop_assert_eq!(
+        &datalog.revoked,
+        &core.revoked,
+        "revoked {:?}",
+        diff(&datalog.revoked, &core.revoked)
+    );
+    prop_assert_eq!(
+        &datalog.valid,
+        &core.valid,
+        "valid {:?}",
+        diff(&datalog.valid, &core.valid)
+    );
+    prop_assert_eq!(
+        &datalog.permitted,
+        &core.permitted,
+        "permitted {:?}",
+        diff(&datalog.permitted, &core.permitted)
+    );
+    prop_assert_eq!(
+        &datalog.eligible,
+        &core.eligible,
+        "eligible {:?}",
+        diff(&datalog.eligible, &core.eligible)
+    );
+    prop_assert_eq!(
+        &datalog.assignable,
+        &core.assignable,
+        "assignable {:?}",
+        diff(&datalog.assignable, &core.assignable)
+    );
+    prop_assert_eq!(
+        &datalog.reputation,
+        &core.reputation,
+        "reputation {:?}",
+        diff(&datalog.reputation, &core.reputation)
+    );
+    prop_assert_eq!(
+        &datalog.leasable,
+        &core.leasable,
+        "leasable {:?}",
+        diff(&datalog.leasable, &core.leasable)
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
     fn datalog_and_core_rules_agree(s in scenario()) {
-        let datalog = evaluate(&s);
-        let core = decide_with_core(&s);
-        prop_assert_eq!(&datalog.excluded, &core.excluded, "excluded {:?}", diff(&datalog.excluded, &core.excluded));
-        prop_assert_eq!(&datalog.revoked, &core.revoked, "revoked {:?}", diff(&datalog.revoked, &core.revoked));
-        prop_assert_eq!(&datalog.valid, &core.valid, "valid {:?}", diff(&datalog.valid, &core.valid));
-        prop_assert_eq!(&datalog.permitted, &core.permitted, "permitted {:?}", diff(&datalog.permitted, &core.permitted));
-        prop_assert_eq!(&datalog.eligible, &core.eligible, "eligible {:?}", diff(&datalog.eligible, &core.eligible));
-        prop_assert_eq!(&datalog.assignable, &core.assignable, "assignable {:?}", diff(&datalog.assignable, &core.assignable));
+        compare(&s)?;
+    }
+
+    #[test]
+    fn datalog_and_core_leases_agree(s in lease_scenario()) {
+        compare(&s)?;
     }
 }
 
-/// The generator reaches both verdicts of every rule often enough for the
-/// comparison above to mean something.
-#[test]
-fn scenarios_cover_both_verdicts() {
+/// What one generator covers: (name, how often it holds, out of).
+fn coverage(
+    strategy: impl Strategy<Value = Scenario>,
+    cases: usize,
+) -> Vec<(&'static str, usize, usize)> {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let strategy = scenario();
-    let (mut excluded, mut revoked, mut valid, mut permitted, mut eligible, mut assignable) =
-        (0, 0, 0, 0, 0, 0);
-    let cases = 500;
+    let mut got = [0usize; 10];
     for _ in 0..cases {
         let s = strategy.new_tree(&mut runner).unwrap().current();
         let v = evaluate(&s);
-        excluded += v.excluded.len();
-        revoked += v.revoked.len();
-        valid += v.valid.len();
-        permitted += v.permitted.len();
-        eligible += v.eligible.len();
-        assignable += v.assignable.len();
+        // Leases only the bootstrapping exemption allows.
+        let exempt = v.leasable.difference(&v.assignable).count();
+        // Bootstrapping nodes given ordinary work (no challenge left).
+        let fallback = v
+            .leasable
+            .iter()
+            .filter(|&&(n, k, _)| {
+                let node = &s.nodes[n as usize];
+                node.counters.is_some_and(|c| c.agreed < 3) && !s.tasks[k as usize].bootstrap
+            })
+            .count();
+        let from_counters = s.nodes.iter().filter(|n| n.counters.is_some()).count();
+        for (slot, n) in got.iter_mut().zip([
+            v.excluded.len(),
+            v.revoked.len(),
+            v.valid.len(),
+            v.permitted.len(),
+            v.eligible.len(),
+            v.assignable.len(),
+            v.leasable.len(),
+            exempt,
+            fallback,
+            from_counters,
+        ]) {
+            *slot += n;
+        }
     }
     // Per scenario: 3 nodes, 4 tokens, 3 tasks, so 36 triples.
-    for (name, got, out_of) in [
-        ("excluded", excluded, 3 * cases),
-        ("revoked", revoked, 4 * cases),
-        ("valid", valid, 4 * cases),
-        ("permitted", permitted, 36 * cases),
-        ("eligible", eligible, 36 * cases),
-        ("assignable", assignable, 36 * cases),
-    ] {
-        eprintln!("{name}: {got} of {out_of}");
-        assert!(
-            got > 0 && got < out_of,
-            "{name}: {got} of {out_of} hold; the generator does not exercise both verdicts"
-        );
-    }
+    let names = [
+        ("excluded", 3),
+        ("revoked", 4),
+        ("valid", 4),
+        ("permitted", 36),
+        ("eligible", 36),
+        ("assignable", 36),
+        ("leasable", 36),
+        ("leasable by the bootstrap exemption only", 36),
+        ("ordinary work for a bootstrapping node", 36),
+        ("reputation from counters", 3),
+    ];
+    names
+        .iter()
+        .zip(got)
+        .map(|(&(name, per), n)| (name, n, per * cases))
+        .collect()
+}
+
+/// The generators reach both verdicts of every rule often enough for the
+/// comparisons above to mean something (at least 20 times in 500
+/// scenarios, and never always).
+#[test]
+fn scenarios_cover_both_verdicts() {
+    // Deeply nested strategies need more stack than a test thread's default
+    // in debug builds.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(|| {
+            let general = coverage(scenario(), 500);
+            let leases = coverage(lease_scenario(), 500);
+            for (which, names) in [
+                ("scenario", &general[..6]),
+                ("scenario", &general[9..]),
+                ("lease_scenario", &leases[6..9]),
+            ] {
+                for &(name, got, out_of) in names {
+                    eprintln!("{which}: {name}: {got} of {out_of}");
+                    assert!(
+                        got >= 20 && got < out_of,
+                        "{which}: {name}: {got} of {out_of} hold; the generator does not exercise both verdicts"
+                    );
+                }
+            }
+        })
+        .expect("spawn the coverage thread")
+        .join()
+        .expect("coverage holds");
 }
