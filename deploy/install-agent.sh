@@ -179,26 +179,26 @@ agent() {
     fi
 }
 
+# The command a person runs on the installed system (for --root: once it boots;
+# the node key must be created there, never baked into an image).
 as_user_hint() {
-    if [ -z "$root" ]; then
-        echo "sudo -u askee ASKEE_AGENT_HOME=$state_dir $bindir/askee-agent $*"
-    else
-        echo "$root$bindir/askee-agent --home $root$state_dir $*"
-    fi
+    echo "sudo -u askee $bindir/askee-agent --home $state_dir $*"
 }
 
 start_hint() {
-    if [ -z "$root" ]; then
-        echo "systemctl enable --now askee-agent"
-    else
-        echo "systemctl enable --now askee-agent   (on the system booted from $root)"
+    echo "systemctl enable --now askee-agent"
+}
+
+where_hint() {
+    if [ -n "$root" ]; then
+        echo " (on the system booted from $root)"
     fi
 }
 
 if [ "$no_consent" = 1 ]; then
     cat <<EOF
 
-askee-agent is installed; no identity, no join, no consent yet. Next steps:
+askee-agent is installed; no identity, no join, no consent yet. Next steps$(where_hint):
   $(as_user_hint init)
   $(as_user_hint join '<coordinator-url>')
   $(as_user_hint consent review)
@@ -211,6 +211,9 @@ fi
 
 step "node identity"
 agent init
+if [ -n "$root" ]; then
+    echo "note: the node key was created in $root$state_dir; a root with a key must not be copied to other machines (build images with --no-consent)"
+fi
 
 # Already granted on an earlier run (and still active): nothing to ask again.
 granted=0
@@ -247,7 +250,7 @@ else
 
 $prog: consent not granted: consent needs an explicit answer, and there is no
 terminal to ask on. askee-agent is installed and joined, but will take no
-work. Grant in a terminal with
+work. Grant in a terminal$(where_hint) with
   $(as_user_hint consent grant)
 or re-run this installer with --yes and every limit:
   $prog --coordinator $coordinator --yes --cpu-percent N --ram-mb N \\
@@ -263,5 +266,5 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
     echo "askee-agent is running; see \`systemctl status askee-agent\`, stop lending with \`askee-agent revoke\`"
 else
     echo
-    echo "askee-agent is installed with consent granted. Start it with: $(start_hint)"
+    echo "askee-agent is installed with consent granted. Start it$(where_hint) with: $(start_hint)"
 fi
