@@ -102,6 +102,14 @@ fi
 if [ "$no_consent" = 1 ] && { [ -n "$coordinator" ] || [ ${#grant_args[@]} -gt 0 ] || [ "$yes" = 1 ]; }; then
     die "--no-consent installs only: it cannot be combined with --coordinator, --yes or limit flags"
 fi
+if [ "$yes" = 1 ]; then
+    missing=()
+    for f in --cpu-percent --ram-mb --storage-gb --bandwidth-mbps --task-types; do
+        printf '%s\n' "${limits_given[@]}" | grep -qx -- "$f" || missing+=("$f")
+    done
+    [ ${#missing[@]} -eq 0 ] ||
+        die "--yes grants without asking, so every limit must be given; missing: ${missing[*]}"
+fi
 if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
     die "installing on this host needs root (creates a system user and a systemd unit); use --root DIR to install into a directory"
 fi
@@ -218,8 +226,7 @@ fi
 # Already granted on an earlier run (and still active): nothing to ask again.
 granted=0
 if status_out=$(agent status 2>&1); then
-    if ! grep -q '^no consent granted' <<<"$status_out" &&
-        ! grep -Eq '^token [^ ]+: (revoked|expired)' <<<"$status_out"; then
+    if grep -Eq '^token [^ ]+: active$' <<<"$status_out"; then
         granted=1
     fi
 else
@@ -234,12 +241,6 @@ else
     step "consent review"
     agent consent review
     if [ "$yes" = 1 ]; then
-        missing=()
-        for f in --cpu-percent --ram-mb --storage-gb --bandwidth-mbps --task-types; do
-            printf '%s\n' "${limits_given[@]}" | grep -qx -- "$f" || missing+=("$f")
-        done
-        [ ${#missing[@]} -eq 0 ] ||
-            die "--yes grants without asking, so every limit must be given; missing: ${missing[*]}"
         step "consent grant (limits given on the command line)"
         agent consent grant --yes "${grant_args[@]}"
     elif [ -t 0 ]; then
