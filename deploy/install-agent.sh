@@ -236,10 +236,10 @@ if [ "$granted" = 1 ]; then
     echo "$status_out"
     echo "consent already granted; change it with \`askee-agent revoke\` and a new grant"
 else
-    step "join $coordinator (what the coordinator asks for)"
+    # join fetches the coordinator's capability manifest, checks its digest
+    # and shows it in plain words: the same review `consent review` prints.
+    step "join $coordinator and review what it asks for"
     agent join "$coordinator"
-    step "consent review"
-    agent consent review
     if [ "$yes" = 1 ]; then
         step "consent grant (limits given on the command line)"
         agent consent grant --yes "${grant_args[@]}"
