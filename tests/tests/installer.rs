@@ -185,11 +185,10 @@ fn installs_into_a_root_and_runs_again_unchanged() {
         "a re-run changed the installed files"
     );
 
-    // Another prefix lands in the unit too.
-    let root2 = tmp.path().join("root2");
+    // Another prefix lands in the unit too (same root: the unit is replaced).
     let out = install(&[
         "--root",
-        root2.to_str().unwrap(),
+        root.to_str().unwrap(),
         "--prefix",
         "/opt/askee",
         "--bin",
@@ -197,14 +196,13 @@ fn installs_into_a_root_and_runs_again_unchanged() {
         "--no-consent",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let unit =
-        std::fs::read_to_string(root2.join("etc/systemd/system/askee-agent.service")).unwrap();
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
     assert!(
         unit.contains("ExecStart=/opt/askee/bin/askee-agent run"),
         "{unit}"
     );
-    assert_eq!(mode(&root2.join("opt/askee/bin/askee-agent-worker")), 0o755);
-    verify_unit(&root2, "/etc/systemd/system/askee-agent.service")
+    assert_eq!(mode(&root.join("opt/askee/bin/askee-agent-worker")), 0o755);
+    verify_unit(&root, "/etc/systemd/system/askee-agent.service")
         .unwrap_or_else(|e| panic!("systemd-analyze rejects the agent unit: {e}"));
 }
 
