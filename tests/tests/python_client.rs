@@ -69,7 +69,11 @@ async fn generated_python_client_joins_grants_submits_and_reads_results() {
     );
     assert!(generated.status.success(), "generation failed:\n{log}");
     // Each warning is a `WARNING ...` line, then (after blank lines) its cause.
-    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let warnings: Vec<&str> = lines
         .iter()
         .enumerate()
@@ -130,7 +134,9 @@ async fn generated_python_client_joins_grants_submits_and_reads_results() {
 
     let volunteer = &summary["volunteer"];
     assert!(
-        volunteer["grant_id"].as_str().is_some_and(|g| !g.is_empty()),
+        volunteer["grant_id"]
+            .as_str()
+            .is_some_and(|g| !g.is_empty()),
         "{summary}"
     );
     let results = summary["tasks"].as_array().expect("task results");
