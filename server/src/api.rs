@@ -201,6 +201,7 @@ async fn revoke(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WatchQuery {
     /// Long-poll: hold the request up to this many seconds (capped by the
     /// server, 55 by default) and answer as soon as the token is revoked or
@@ -251,6 +252,7 @@ async fn revocations(State(state): State<AppState>) -> ApiResult<Json<SignedRevo
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     /// First index (default 0).
     #[serde(default)]
@@ -277,6 +279,7 @@ async fn audit_checkpoint(State(state): State<AppState>) -> ApiResult<Json<Check
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     pub index: u64,
     /// Tree size of the checkpoint to prove against.
@@ -295,6 +298,7 @@ async fn audit_inclusion(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     pub first: u64,
     pub second: u64,
@@ -392,8 +396,11 @@ impl Modify for Security {
             SIGNED,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "askee-signature",
-                "Ed25519 signature by the node key over the request (see askee_core::signing::RequestToSign), \
-                 with headers askee-node-key, askee-timestamp and askee-nonce; a nonce is accepted once",
+                "base64url (no padding) Ed25519 signature by the node key over the bytes \
+                 `askee-request-v1\\0` followed by the UTF-8 text `METHOD\\nPATH_AND_QUERY\\nTIMESTAMP\\nNONCE\\nBODY_SHA256` \
+                 (upper-case method, the request target as sent, the askee-timestamp value, the askee-nonce value, \
+                 lower-case hex SHA-256 of the exact body bytes); sent with headers askee-node-key (base64url public key), \
+                 askee-timestamp (unix seconds, within the server's allowed skew) and askee-nonce; a nonce is accepted once",
             ))),
         );
         components.add_security_scheme(

@@ -1080,6 +1080,7 @@ async fn events(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// Most nodes to list (default 100, at most 10000).
     pub limit: Option<u32>,

@@ -161,7 +161,11 @@ pub const GRANT_STATEMENT_VERSION: &str = "askee-grant/1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedGrant {
+    /// base64url (no padding) of the UTF-8 JSON bytes of a `GrantStatement`,
+    /// kept and verified exactly as sent (any member order or spacing).
     pub statement: String,
+    /// base64url Ed25519 signature by the statement's `node_public_key` over
+    /// `askee-grant-v1\0` followed by the decoded statement bytes.
     pub signature: String,
 }
 

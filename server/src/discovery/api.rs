@@ -69,6 +69,7 @@ pub struct QrImportResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// At most this many, newest first (default 100, at most 1,000).
     pub limit: Option<u32>,

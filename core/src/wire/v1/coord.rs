@@ -254,7 +254,11 @@ pub struct TaskSubmission {
     pub statement: TaskStatement,
     /// The operator's registered Ed25519 key (base64url).
     pub operator_public_key: String,
-    /// base64url signature over the statement (`signing::sign_task`).
+    /// base64url (no padding) Ed25519 signature over `askee-task-v1\0`
+    /// followed by the statement's canonical JSON (`signing::sign_task`):
+    /// compact (no whitespace), every member present, object members in the
+    /// order of the schema's `properties`, map entries sorted by key bytes,
+    /// strings escaping only `"`, backslash and control characters.
     pub signature: String,
     /// Known correct result digest (hex), for bootstrapping challenges and
     /// spot checks; kept by the coordinator, never sent to nodes.
