@@ -564,6 +564,7 @@ async fn report(
                 &req.node_key,
                 "invalid result signature",
                 now_ms,
+                state.config.heartbeat_interval.as_secs(),
                 state.config.byzantine_policy,
             )
             .await?;

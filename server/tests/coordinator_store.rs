@@ -221,3 +221,51 @@ async fn two_stores_on_sqlite() {
     let b = askee_server::store::open(&url).await.unwrap();
     concurrent_leases_and_reports(a, b).await;
 }
+
+/// Regression (issue 5, found by the formal review): recording a
+/// misbehaviour recomputed the node's reputation with a fixed 30 s heartbeat
+/// interval instead of the server's, so its uptime rate was wrong whenever
+/// the interval was configured otherwise.
+#[tokio::test]
+async fn issue_5_misbehaviour_reputation_uses_the_configured_heartbeat_interval() {
+    use askee_core::coord::{NodeCounters, reputation_metrics};
+    use askee_core::rules::node_reputation;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
+    let store = askee_server::store::open(&url).await.unwrap();
+    let n = node(1);
+    store
+        .register_node(&n, audit("node.register"))
+        .await
+        .unwrap();
+    let lenient = ByzantinePolicy {
+        invalid_signatures: 5,
+        ..ByzantinePolicy::default()
+    };
+    let (now_s, interval) = (600, 600);
+    let excluded = store
+        .record_misbehaviour(&n.node_key, "test", now_s * 1000, interval, lenient)
+        .await
+        .unwrap();
+    assert!(excluded.is_none());
+    let after = store.node(&n.node_key).await.unwrap().unwrap();
+    let expected = |heartbeat_interval| {
+        let counters = NodeCounters {
+            heartbeats: after.stats.heartbeats,
+            age_seconds: now_s as u64,
+            heartbeat_interval,
+            active: true,
+            ..NodeCounters::default()
+        };
+        node_reputation(&reputation_metrics(&counters))
+            .unwrap()
+            .micros()
+    };
+    assert_ne!(
+        expected(interval),
+        expected(30),
+        "the test must tell them apart"
+    );
+    assert_eq!(after.reputation_micros, expected(interval));
+}

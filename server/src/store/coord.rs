@@ -301,11 +301,14 @@ pub trait CoordinatorStore: Send + Sync {
 
     /// Counts an invalid signature or policy violation against a node and
     /// excludes it when the policy says so.
+    /// `heartbeat_interval` (seconds) is the server's, for the uptime rate
+    /// in the recomputed reputation.
     async fn record_misbehaviour(
         &self,
         node_key: &str,
         what: &str,
         now_ms: i64,
+        heartbeat_interval: u64,
         policy: ByzantinePolicy,
     ) -> Result<Option<Exclusion>, StoreError>;
 

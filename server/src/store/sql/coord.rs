@@ -1305,6 +1305,7 @@ impl CoordinatorStore for SqlStore {
         node_key: &str,
         what: &str,
         now_ms: i64,
+        heartbeat_interval: u64,
         policy: ByzantinePolicy,
     ) -> Result<Option<Exclusion>, StoreError> {
         const OP: &str = "record misbehaviour";
@@ -1321,7 +1322,7 @@ impl CoordinatorStore for SqlStore {
                 &node,
                 now_ms.div_euclid(1000),
                 now_ms,
-                30,
+                heartbeat_interval,
                 &policy,
                 OP,
             )
