@@ -274,7 +274,15 @@ impl WasmEngine {
                         path: p.clone(),
                         message: format!("{e:#}"),
                     })?;
-                    let tmp = p.with_extension("tmp");
+                    // One temporary file per writer: jobs compiling the same
+                    // module at once must not rename each other's file away.
+                    static WRITERS: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let tmp = p.with_extension(format!(
+                        "{}.{}.tmp",
+                        std::process::id(),
+                        WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    ));
                     fs::write(&tmp, ser)
                         .and_then(|()| fs::rename(&tmp, &p))
                         .map_err(|e| RuntimeError::Cache {

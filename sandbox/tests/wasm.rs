@@ -108,3 +108,49 @@ fn clocks_and_randomness_are_deterministic_in_and_out_of_the_sandbox() {
         *da
     );
 }
+
+/// Found by the demo (issue 8): two jobs compiling the same new module at
+/// once shared one temporary cache file, and one of them failed with "module
+/// cache file ...: No such file or directory" when the other renamed it away.
+#[test]
+fn jobs_compiling_one_module_at_once_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = askee_sandbox::runtime::WasmEngine::new(Some(dir.path().join("cache"))).unwrap();
+    // Many functions: compiling takes long enough for the writers to meet.
+    let funcs: String = (0..400)
+        .map(|i| {
+            format!("(func $f{i} (param i32) (result i32) (i32.mul (local.get 0) (i32.const {i})))")
+        })
+        .collect();
+    let module = format!("(module {funcs} (func (export \"_start\")))");
+    let start = std::sync::Barrier::new(8);
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    engine.compile(module.as_bytes()).map(|_| ())
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.join()
+                .unwrap()
+                .expect("every concurrent compile succeeds");
+        }
+    });
+    let sb = sandbox(dir.path());
+    let mut spec = TaskSpec::wasm(hello());
+    spec.limits = limits();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..4).map(|_| s.spawn(|| sb.run(&spec))).collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    for out in outcomes {
+        let out = out.unwrap();
+        assert!(
+            matches!(out, TaskOutcome::Completed { ref stdout, .. } if stdout == b"hello\n"),
+            "{out:?}"
+        );
+    }
+}
