@@ -4,7 +4,10 @@
 //! (Sybil diversity), adaptive replication and spot checks, and the
 //! validation of an operator's task statement.
 
-use crate::rules::{ReputationMetrics, TaskFacts, TaskRequirements, VerificationPolicy};
+use crate::rules::{
+    NodeFacts, Reason, ReputationMetrics, TaskFacts, TaskRequirements, TaskTypePolicy, TokenFacts,
+    VerificationPolicy, assignment_allowed,
+};
 use crate::validate::FieldError;
 use crate::wire::v1::{TASK_STATEMENT_VERSION, TaskStatement};
 
@@ -12,6 +15,25 @@ use crate::wire::v1::{TASK_STATEMENT_VERSION, TaskStatement};
 /// new node earns eligibility through this many bootstrapping challenges
 /// (tasks with known answers) or verified replicas.
 pub const BOOTSTRAP_RESULTS: u64 = 3;
+
+/// The smallest known-answer challenge (WebAssembly text for WASI preview
+/// 1): it copies standard input to standard output, so the operator knows
+/// the right answer for any input it picks. The demo's bootstrapping
+/// challenges and the end-to-end tests use it.
+pub const ECHO_CHALLENGE_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $n i32)
+    (block $done (loop $more
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $n (i32.load (i32.const 8)))
+      (br_if $done (i32.eqz (local.get $n)))
+      (i32.store (i32.const 4) (local.get $n))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $more)))))"#;
 
 /// A node's counters as the coordinator keeps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -142,6 +164,76 @@ pub fn adaptive_replication(policy: &AdaptivePolicy, streak: u64, random: u64) -
     } else {
         Replication::Single
     }
+}
+
+/// What a lease makes of one candidate task for one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseChoice {
+    /// Not for this node.
+    Skip,
+    /// Take one replica under the usual quorum.
+    Take,
+    /// Adaptive replication: this node alone, under spot checks.
+    TakeAlone,
+}
+
+/// A pending task as the lease sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseCandidate {
+    /// The facts of the task's signed statement; `None` when the stored
+    /// statement cannot be read, which never leases.
+    pub facts: Option<TaskFacts>,
+    /// A bootstrapping challenge (known answer).
+    pub bootstrap: bool,
+    /// The operator allowed adaptive replication.
+    pub adaptive: bool,
+    /// Replicas ever assigned so far.
+    pub replicas_total: u32,
+}
+
+/// Whether a candidate task may go to this node, and how: the seed's
+/// `assignment_allowed` (permission and eligibility), except that a
+/// bootstrapping challenge waives the reputation floors (it is how a new
+/// node earns a reputation; every other reason still blocks it), then
+/// adaptive replication for an adaptive task's first replica. A challenge
+/// or a task already replicated is never taken alone; a spot check may go
+/// first to a trusted node too, so it cannot tell checked tasks from
+/// trusted ones. `random` is a uniformly random number the caller draws.
+#[allow(clippy::too_many_arguments)]
+pub fn lease_choice(
+    node: &NodeFacts,
+    token: &TokenFacts,
+    task_types: &[TaskTypePolicy],
+    adaptive: &AdaptivePolicy,
+    streak: u64,
+    now: i64,
+    candidate: &LeaseCandidate,
+    random: u64,
+) -> LeaseChoice {
+    let Some(facts) = &candidate.facts else {
+        return LeaseChoice::Skip;
+    };
+    let verdict = assignment_allowed(node, facts, token, task_types, now);
+    let blocking = verdict.reasons().iter().any(|r| {
+        !(candidate.bootstrap
+            && matches!(
+                r,
+                Reason::ReputationBelowType { .. }
+                    | Reason::ReputationBelowToken { .. }
+                    | Reason::ReputationUnknown
+            ))
+    });
+    if blocking {
+        return LeaseChoice::Skip;
+    }
+    if candidate.adaptive
+        && !candidate.bootstrap
+        && candidate.replicas_total == 0
+        && adaptive_replication(adaptive, streak, random) == Replication::Single
+    {
+        return LeaseChoice::TakeAlone;
+    }
+    LeaseChoice::Take
 }
 
 /// The verification policy of a task: `f` and its cap, or `f = 0` with one
@@ -303,6 +395,97 @@ mod tests {
         // Spot checks: never more than 98% single.
         assert!(at5000 <= 9_850, "{at5000}");
         assert!(at5000 >= 9_600, "{at5000}");
+    }
+
+    /// `lease_choice` against `assignment_allowed`, over every combination
+    /// of the facts it branches on: a challenge waives only the reputation
+    /// floors, nothing else leases an ineligible task, and only an adaptive
+    /// ordinary task's first replica may go alone.
+    #[test]
+    fn lease_choice_follows_the_eligibility_rules() {
+        use crate::rules::default_task_types;
+        use crate::rules::fixtures::{NOW, node, task, token};
+        use crate::token::RevocationStatus;
+        let types = default_task_types();
+        let adaptive = AdaptivePolicy::default();
+        let reputations = [None, Some(0), Some(100_000), Some(850_000), Some(1_000_000)];
+        let mut seen = std::collections::BTreeSet::new();
+        for reputation in reputations {
+            for revoked in [false, true] {
+                for too_big in [false, true] {
+                    for bootstrap in [false, true] {
+                        for adaptive_task in [false, true] {
+                            for replicas_total in [0, 1] {
+                                for streak in [0, 19, 20, 1_000_000] {
+                                    for random in [0, 999_999] {
+                                        let mut n = node();
+                                        n.reputation = reputation.and_then(Reputation::from_micros);
+                                        let mut tok = token();
+                                        if revoked {
+                                            tok.revocation = RevocationStatus::Revoked {
+                                                revoked_at: NOW - 1,
+                                                reason: "test".into(),
+                                            };
+                                        }
+                                        let mut t = task();
+                                        if too_big {
+                                            t.requirements.ram_mb = 1 << 30;
+                                        }
+                                        let candidate = LeaseCandidate {
+                                            facts: Some(t.clone()),
+                                            bootstrap,
+                                            adaptive: adaptive_task,
+                                            replicas_total,
+                                        };
+                                        let got = lease_choice(
+                                            &n, &tok, &types, &adaptive, streak, NOW, &candidate,
+                                            random,
+                                        );
+                                        let verdict = assignment_allowed(&n, &t, &tok, &types, NOW);
+                                        let only_reputation = verdict.reasons().iter().all(|r| {
+                                            matches!(
+                                                r,
+                                                Reason::ReputationBelowType { .. }
+                                                    | Reason::ReputationBelowToken { .. }
+                                                    | Reason::ReputationUnknown
+                                            )
+                                        });
+                                        let may = verdict.reasons().is_empty()
+                                            || (bootstrap && only_reputation);
+                                        assert_eq!(
+                                            got != LeaseChoice::Skip,
+                                            may,
+                                            "{candidate:?} {verdict:?}"
+                                        );
+                                        if got == LeaseChoice::TakeAlone {
+                                            assert!(
+                                                adaptive_task && !bootstrap && replicas_total == 0
+                                            );
+                                            assert_eq!(
+                                                adaptive_replication(&adaptive, streak, random),
+                                                Replication::Single
+                                            );
+                                        }
+                                        seen.insert(format!("{got:?}"));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen.len(), 3, "every outcome occurs: {seen:?}");
+        let unreadable = LeaseCandidate {
+            facts: None,
+            bootstrap: true,
+            adaptive: false,
+            replicas_total: 0,
+        };
+        assert_eq!(
+            lease_choice(&node(), &token(), &types, &adaptive, 0, NOW, &unreadable, 0),
+            LeaseChoice::Skip
+        );
     }
 
     #[test]

@@ -860,15 +860,16 @@ pub fn consensus(
     }
 }
 
+/// Facts the rules' tests and the coordinator decisions' tests share: one
+/// node, token and task for which every rule holds at [`fixtures::NOW`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use crate::wire::v1::{Monitoring, Resources, TOKEN_VERSION, TaskPermissions};
-    use proptest::prelude::*;
 
-    const NOW: i64 = 10_000;
+    pub(crate) const NOW: i64 = 10_000;
 
-    fn permissions() -> Permissions {
+    pub(crate) fn permissions() -> Permissions {
         Permissions {
             resources: Resources {
                 cpu_percent_max: 50,
@@ -889,7 +890,7 @@ mod tests {
         }
     }
 
-    fn token() -> TokenFacts {
+    pub(crate) fn token() -> TokenFacts {
         TokenFacts {
             payload: ConsentTokenPayload {
                 version: TOKEN_VERSION.into(),
@@ -907,7 +908,7 @@ mod tests {
         }
     }
 
-    fn node() -> NodeFacts {
+    pub(crate) fn node() -> NodeFacts {
         NodeFacts {
             node_id: "node-a".into(),
             reputation: Reputation::from_micros(850_000),
@@ -921,7 +922,7 @@ mod tests {
         }
     }
 
-    fn task() -> TaskFacts {
+    pub(crate) fn task() -> TaskFacts {
         TaskFacts {
             task_type: "ml-training".into(),
             duration_hours: 4,
@@ -934,6 +935,13 @@ mod tests {
             },
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn the_happy_path_is_allowed() {

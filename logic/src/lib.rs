@@ -11,7 +11,7 @@
 //! as built: the reputation a node's counters give
 //! (`askee_core::coord::reputation_metrics` with bootstrapping, then
 //! `node_reputation`), and which leases `POST /v1/work/lease` may hand out
-//! (the store's candidate filter and `server::coord::choose`: bootstrapping
+//! (the store's candidate filter and `askee_core::coord::lease_choice`: bootstrapping
 //! challenges exempt from the reputation floors, a bootstrapping node served
 //! challenges first, a node never given the same task twice).
 
@@ -294,7 +294,7 @@ mod program {
 
         Assignable(n, k, t) <- Permitted(n, k, t), Eligible(n, k, t);
 
-        // The lease (server::coord::choose): assignable, or for a
+        // The lease (askee_core::coord::lease_choice): assignable, or for a
         // bootstrapping challenge eligible in every respect but reputation
         // (a known, too low or unknown one; an invalid token threshold still
         // refuses).

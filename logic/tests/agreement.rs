@@ -6,7 +6,11 @@
 
 use std::collections::HashSet;
 
-use askee_core::coord::{BOOTSTRAP_RESULTS, NodeCounters, reputation_metrics};
+use askee_core::coord::{
+    AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, LeaseChoice, NodeCounters, lease_choice,
+    reputation_metrics,
+};
+use askee_core::rules::node_reputation;
 use askee_core::rules::{
     Action, ByzantineEvidence, ByzantinePolicy, NodeFacts, NodeProfile, Reputation,
     ReputationMetrics, ResourceProfile, RevocationFacts, SignatureFact, TaskFacts,
@@ -14,7 +18,6 @@ use askee_core::rules::{
     byzantine_node_excluded, consent_revoked, effective_reputation, revocation_status,
     task_assignment_eligible, valid_consent_token,
 };
-use askee_core::rules::{Reason, node_reputation};
 use askee_core::token::RevocationStatus;
 use askee_core::wire::v1::{
     ConsentTokenPayload, Monitoring, Permissions, Resources, TOKEN_VERSION, TaskPermissions,
@@ -434,7 +437,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
     }
     // The lease, composed the way `POST /v1/work/lease` does it: the route's
     // checks (registered, active, token valid), the store's candidate filter
-    // (`SqlStore::lease`) and `server::coord::choose`, then the
+    // (`SqlStore::lease`) and `askee_core::coord::lease_choice`, then the
     // bootstrapping node's two queries (challenges first, ordinary work only
     // when no challenge was leased).
     let candidate = |n: &NodeIn, node: &NodeFacts, k: &TaskIn, t: &TokenIn, token: &TokenFacts| {
@@ -465,23 +468,29 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
                 bandwidth_mbps: k.needs.bandwidth_mbps,
             },
         };
-        let verdict = assignment_allowed(node, &facts, token, &types, NOW);
-        let blocking = verdict.reasons().iter().any(|r| {
-            !(k.bootstrap
-                && matches!(
-                    r,
-                    Reason::ReputationBelowType { .. }
-                        | Reason::ReputationBelowToken { .. }
-                        | Reason::ReputationUnknown
-                ))
-        });
+        // Adaptive replication is off here: the choice is take or skip.
+        let choice = lease_choice(
+            node,
+            token,
+            &types,
+            &AdaptivePolicy::default(),
+            0,
+            NOW,
+            &LeaseCandidate {
+                facts: Some(facts),
+                bootstrap: k.bootstrap,
+                adaptive: false,
+                replicas_total: 0,
+            },
+            0,
+        );
         registered
             && n.active
             && valid_consent_token(token, NOW).holds()
             && open
             && task_types.iter().any(|ty| ty.as_str() == type_name)
             && !n.had.contains(&k.id)
-            && !blocking
+            && choice != LeaseChoice::Skip
     };
     for (n, node) in &nodes {
         let Some(c) = n.counters else { continue };

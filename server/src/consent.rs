@@ -156,26 +156,8 @@ pub async fn join(
         ));
     }
     let now = state.clock.now();
-    let manifest = manifest_for(state, new_id(), node_key, now);
-    let manifest_json = String::from_utf8(canonical_json(&manifest)).expect("utf-8 json");
-    let digest = manifest_digest(&manifest);
-    let record = InvitationRecord {
-        manifest_id: manifest.manifest_id.clone(),
-        node_key: node_key.to_owned(),
-        source: "join".into(),
-        domain: None,
-        manifest_json,
-        manifest_digest: digest.clone(),
-        created_at: now,
-        expires_at: manifest.expires_at,
-        state: InvitationState::Pending,
-    };
-    let audit = draft(
-        state,
-        "invitation.create",
-        node_key,
-        serde_json::json!({"manifest_id": record.manifest_id, "source": "join", "manifest_digest": digest}),
-    );
+    let (manifest, record, audit) = new_invitation(state, node_key, "join", None, now);
+    let digest = record.manifest_digest.clone();
     state.store.create_invitation(&record, audit).await?;
     Ok(ManifestResponse {
         manifest,
@@ -672,16 +654,16 @@ pub async fn revocation_list(state: &AppState) -> ApiResult<SignedRevocationList
     Ok(signing::sign_revocation_list(signer.signing_key(), &list))
 }
 
-/// A pending invitation for a discovered (verified) participation signal:
-/// the same invitation row and manifest a direct join creates, with the
-/// channel as its source and the domain it was found under.
-pub fn discovered_invitation(
+/// A pending invitation and its audit entry: for a direct join (source
+/// `join`, no domain) or a discovered, verified participation signal (the
+/// channel as its source and the domain it was found under).
+pub fn new_invitation(
     state: &AppState,
     node_key: &str,
     source: &str,
     domain: Option<&str>,
     now: i64,
-) -> (InvitationRecord, AuditDraft) {
+) -> (CapabilityManifest, InvitationRecord, AuditDraft) {
     let manifest = manifest_for(state, new_id(), node_key, now);
     let manifest_json = String::from_utf8(canonical_json(&manifest)).expect("utf-8 json");
     let digest = manifest_digest(&manifest);
@@ -707,5 +689,5 @@ pub fn discovered_invitation(
             "manifest_digest": digest,
         }),
     );
-    (record, audit)
+    (manifest, record, audit)
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use askee_core::b64;
 use askee_core::coord::{
-    AdaptivePolicy, BOOTSTRAP_RESULTS, Replication, adaptive_replication, duration_hours,
+    AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, duration_hours, lease_choice,
     network_prefix, task_facts, validate_statement,
 };
 use askee_core::rules::{
-    NodeFacts, NodeProfile, Reason, Reputation, SignatureFact, TaskTypePolicy, TokenFacts,
-    assignment_allowed,
+    NodeFacts, NodeProfile, Reputation, SignatureFact, TaskTypePolicy, TokenFacts,
 };
 use askee_core::signing::{self, verify_attestation, verify_result, verify_task};
 use askee_core::token::RevocationStatus;
@@ -272,8 +271,9 @@ async fn heartbeat(
     }))
 }
 
-/// Whether a candidate task may go to this node, and how (pure apart from
-/// the random draw for adaptive replication).
+/// Whether a candidate task may go to this node, and how: the stored
+/// statement is the source of the task's facts (limits such as the CPU
+/// share are checked against the token too); the decision is core's.
 #[allow(clippy::too_many_arguments)]
 fn choose(
     node: &NodeFacts,
@@ -285,37 +285,17 @@ fn choose(
     t: &TaskRecord,
     random: u64,
 ) -> LeaseChoice {
-    // The signed statement is the source of the task's facts (limits such
-    // as the CPU share are checked against the token too).
-    let facts = match serde_json::from_str::<TaskStatement>(&t.statement_json) {
-        Ok(st) => task_facts(&st),
-        Err(_) => return LeaseChoice::Skip,
+    let candidate = LeaseCandidate {
+        facts: serde_json::from_str::<TaskStatement>(&t.statement_json)
+            .ok()
+            .map(|st| task_facts(&st)),
+        bootstrap: t.bootstrap,
+        adaptive: t.adaptive,
+        replicas_total: t.replicas_total,
     };
-    let verdict = assignment_allowed(node, &facts, token, task_types, now);
-    // Bootstrapping challenges (known answers) are how a new node earns its
-    // reputation, so the reputation floors do not apply to them.
-    let blocking = verdict.reasons().iter().any(|r| {
-        !(t.bootstrap
-            && matches!(
-                r,
-                Reason::ReputationBelowType { .. }
-                    | Reason::ReputationBelowToken { .. }
-                    | Reason::ReputationUnknown
-            ))
-    });
-    if blocking {
-        return LeaseChoice::Skip;
-    }
-    // A spot check (known answer) may go alone too, so a trusted node cannot
-    // tell checked tasks from trusted ones.
-    if t.adaptive
-        && !t.bootstrap
-        && t.replicas_total == 0
-        && adaptive_replication(adaptive, streak, random) == Replication::Single
-    {
-        return LeaseChoice::TakeAlone;
-    }
-    LeaseChoice::Take
+    lease_choice(
+        node, token, task_types, adaptive, streak, now, &candidate, random,
+    )
 }
 
 fn policies(state: &AppState) -> Vec<TaskTypePolicy> {

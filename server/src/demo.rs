@@ -69,23 +69,6 @@ pub struct DemoArgs {
     pub timeout_seconds: u64,
 }
 
-/// Copies standard input to standard output: the bootstrapping challenge,
-/// whose right answer the operator knows in advance.
-const ECHO: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $n i32)
-    (block $done (loop $more
-      (i32.store (i32.const 0) (i32.const 64))
-      (i32.store (i32.const 4) (i32.const 4096))
-      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (local.set $n (i32.load (i32.const 8)))
-      (br_if $done (i32.eqz (local.get $n)))
-      (i32.store (i32.const 4) (local.get $n))
-      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (br $more)))))"#;
-
 /// Challenges each new node must answer right before ordinary work
 /// (`askee_core::coord::BOOTSTRAP_RESULTS`).
 const BOOTSTRAP: u64 = askee_core::coord::BOOTSTRAP_RESULTS;
@@ -452,7 +435,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     )
     .await?;
     let echo = op
-        .upload("the challenge module", ECHO.as_bytes().to_vec())
+        .upload(
+            "the challenge module",
+            askee_core::coord::ECHO_CHALLENGE_WAT.as_bytes().to_vec(),
+        )
         .await?;
     let mut shas = Vec::new();
     for (name, bytes) in modules {

@@ -269,3 +269,156 @@ async fn issue_5_misbehaviour_reputation_uses_the_configured_heartbeat_interval(
     );
     assert_eq!(after.reputation_micros, expected(interval));
 }
+
+/// A store on a fresh SQLite file (the lease and quorum SQL is shared with
+/// PostgreSQL, which `two_stores_on_postgres` exercises).
+async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.path().join("askee.db").display());
+    askee_server::store::open(&url).await.unwrap()
+}
+
+/// Leases for node `k` with a chooser; returns the leased assignments.
+async fn lease_as(
+    store: &Arc<dyn Store>,
+    k: usize,
+    max_tasks: u32,
+    now: i64,
+    lease_expires_at: i64,
+    choose: &(dyn Fn(&TaskRecord) -> LeaseChoice + Send + Sync),
+) -> Vec<askee_server::store::AssignmentRecord> {
+    let key = node(k).node_key;
+    let types = vec!["data-processing".to_owned()];
+    let new_id = || uuid::Uuid::new_v4().to_string();
+    store
+        .lease(LeaseQuery {
+            node_key: &key,
+            owner: &node(k).owner,
+            network_prefix: "p",
+            max_tasks,
+            task_types: &types,
+            challenges_only: false,
+            now,
+            lease_expires_at,
+            new_id: &new_id,
+            choose,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+async fn report(
+    store: &Arc<dyn Store>,
+    a: &askee_server::store::AssignmentRecord,
+    digest: &str,
+) -> TaskState {
+    store
+        .record_result(ResultInput {
+            node_key: a.node_key.clone(),
+            assignment_id: a.assignment_id.clone(),
+            task_id: a.task_id.clone(),
+            status: ReportStatus::Completed,
+            result_digest: digest.repeat(32),
+            signature: "sig".into(),
+            exit_code: 0,
+            stdout: String::new(),
+            failure: String::new(),
+            now_ms: 3_000_000,
+            heartbeat_interval: 30,
+            policy: ByzantinePolicy::default(),
+        })
+        .await
+        .unwrap()
+        .task_state
+}
+
+/// Regression (issue 5, found by the formal review): the lease looked only
+/// at the oldest `2 * max_tasks + 2` pending tasks, so a node for which
+/// those were all ineligible got nothing, however much eligible work waited
+/// behind them.
+#[tokio::test]
+async fn issue_5_eligible_work_behind_many_ineligible_tasks_is_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    store.put_module("m", b"\0asm", "op", 0).await.unwrap();
+    store
+        .register_node(&node(0), audit("node.register"))
+        .await
+        .unwrap();
+    let tasks: Vec<TaskRecord> = (0..40).map(task).collect();
+    let audits = tasks.iter().map(|_| audit("task.submit")).collect();
+    store.create_tasks(&tasks, audits).await.unwrap();
+    // Only the last three tasks fit this node (say, the others need more
+    // memory than it has).
+    let eligible: HashSet<String> = (37..40).map(|i| task(i).task_id).collect();
+    let choose = |t: &TaskRecord| {
+        if eligible.contains(&t.task_id) {
+            LeaseChoice::Take
+        } else {
+            LeaseChoice::Skip
+        }
+    };
+    let got = lease_as(&store, 0, 2, 1_000, 2_000, &choose).await;
+    let ids: Vec<&str> = got.iter().map(|a| a.task_id.as_str()).collect();
+    assert_eq!(ids, ["task-0037", "task-0038"], "oldest eligible first");
+    let rest = lease_as(&store, 0, 2, 1_000, 2_000, &choose).await;
+    let ids: Vec<&str> = rest.iter().map(|a| a.task_id.as_str()).collect();
+    assert_eq!(ids, ["task-0039"]);
+    assert!(
+        lease_as(&store, 0, 2, 1_000, 2_000, &choose)
+            .await
+            .is_empty()
+    );
+}
+
+/// Regression (issue 5, found by the formal review): the escalation cap
+/// (`max_replicas`) counted replicas whose lease was lost, so a task that
+/// had lost two replicas and then needed one more to reach a quorum failed
+/// although only three results had come in.
+#[tokio::test]
+async fn issue_5_lost_replicas_do_not_use_up_the_escalation_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    store.put_module("m", b"\0asm", "op", 0).await.unwrap();
+    for k in 0..6 {
+        store
+            .register_node(&node(k), audit("node.register"))
+            .await
+            .unwrap();
+    }
+    // f = 1: three replicas wanted, at most five.
+    let t = task(0);
+    store
+        .create_tasks(std::slice::from_ref(&t), vec![audit("task.submit")])
+        .await
+        .unwrap();
+    let take = |_: &TaskRecord| LeaseChoice::Take;
+    // Nodes 0 and 1 take replicas and vanish; node 2 holds a longer lease.
+    lease_as(&store, 0, 1, 1_000, 2_000, &take).await;
+    lease_as(&store, 1, 1, 1_000, 2_000, &take).await;
+    let a2 = lease_as(&store, 2, 1, 1_000, 9_000, &take).await;
+    let swept = store.sweep(3_000, 0, 3_000_000).await.unwrap();
+    assert_eq!(swept.leases_expired, 2);
+    let a3 = lease_as(&store, 3, 1, 3_000, 9_000, &take).await;
+    let a4 = lease_as(&store, 4, 1, 3_000, 9_000, &take).await;
+    assert_eq!(
+        store
+            .task(&t.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .replicas_total,
+        5
+    );
+    // Three results, three digests: no quorum yet, one more replica needed.
+    assert_eq!(report(&store, &a2[0], "aa").await, TaskState::Pending);
+    assert_eq!(report(&store, &a3[0], "bb").await, TaskState::Pending);
+    assert_eq!(report(&store, &a4[0], "cc").await, TaskState::Pending);
+    let rec = store.task(&t.task_id).await.unwrap().unwrap();
+    assert_eq!(rec.replicas_wanted, 4, "escalated: {:?}", rec.reason);
+    let a5 = lease_as(&store, 5, 1, 3_000, 9_000, &take).await;
+    assert_eq!(a5.len(), 1);
+    assert_eq!(report(&store, &a5[0], "aa").await, TaskState::Verified);
+}

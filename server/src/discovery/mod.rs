@@ -488,7 +488,7 @@ async fn invite(
         return Ok(Outcome::Known);
     }
     let now = state.clock.now();
-    let (invitation, audit) = consent::discovered_invitation(
+    let (_, invitation, audit) = consent::new_invitation(
         state,
         &signal.public_key,
         &signal.source,

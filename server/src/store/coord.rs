@@ -148,14 +148,7 @@ pub struct AssignmentRecord {
 }
 
 /// What the lease caller decides about one candidate task for this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseChoice {
-    Skip,
-    /// Take one replica under the usual quorum.
-    Take,
-    /// Adaptive replication: this node alone, under spot checks.
-    TakeAlone,
-}
+pub use askee_core::coord::LeaseChoice;
 
 /// A lease request as the store sees it.
 pub struct LeaseQuery<'a> {

@@ -418,7 +418,15 @@ async fn decide(
         QuorumDecision::AddReplicas { count } => {
             let cap = task.max_replicas.max(policy.min_replicas());
             let wanted = (task.replicas_wanted + count).min(cap + known_wrong);
-            if wanted > task.replicas_wanted && task.replicas_total < cap + known_wrong {
+            // The cap bounds the results a task may gather; a replica whose
+            // lease was lost never answered, so it does not use the cap up
+            // (issue 5: a task with lost replicas failed short of quorum).
+            let lost = assignments
+                .iter()
+                .filter(|a| a.state == AssignmentState::Expired)
+                .count() as u32;
+            let spent = task.replicas_total.saturating_sub(lost);
+            if wanted > task.replicas_wanted && spent < cap + known_wrong {
                 task.replicas_wanted = wanted;
             } else {
                 fail_reason = Some(format!(
@@ -988,11 +996,13 @@ impl CoordinatorStore for SqlStore {
             } else {
                 " AND t.bootstrap = 0"
             };
+            let n = q.task_types.len();
             let sql = format!(
                 "SELECT {cols} FROM tasks t WHERE t.state = 'pending' \
                  AND t.replicas_active < t.replicas_wanted AND t.deadline > $2{challenge} \
                  AND t.task_type IN ({types}) AND NOT EXISTS (SELECT 1 FROM assignments a \
                  WHERE a.task_id = t.task_id AND a.node_key = $1) \
+                 AND (t.created_ms > ${after_ms} OR (t.created_ms = ${after_ms} AND t.task_id > ${after_id})) \
                  ORDER BY t.created_ms, t.task_id LIMIT $3{skip_locked}",
                 cols = TASK_COLUMNS
                     .split(", ")
@@ -1000,48 +1010,65 @@ impl CoordinatorStore for SqlStore {
                     .collect::<Vec<_>>()
                     .join(", "),
                 types = types.join(", "),
+                after_ms = n + 4,
+                after_id = n + 5,
             );
-            let mut query = sqlx::query(&sql)
-                .bind(q.node_key)
-                .bind(q.now)
-                .bind(i64::from(q.max_tasks) * 2 + 2);
-            for t in q.task_types {
-                query = query.bind(t);
-            }
-            let rows = query.fetch_all(w.conn()).await
-            .map_err(db(OP))?;
-            let candidates: Vec<TaskRecord> = rows
-                .iter()
-                .map(|r| task_from(r, OP))
-                .collect::<Result<_, _>>()?;
-            // Sybil diversity: prefer tasks whose other replicas run under
-            // another owner (strongly) and another network prefix.
+            // The window of takeable candidates ranked for diversity. Pages
+            // go on past candidates this node may not take (too big, wrong
+            // reputation floor, ...): a fixed window of the oldest tasks let
+            // a few ineligible ones at the head of the queue starve the node
+            // of eligible work behind them (issue 5).
+            let window = i64::from(q.max_tasks) * 2 + 2;
+            let mut cursor: (i64, String) = (i64::MIN, String::new());
             let mut ranked = Vec::new();
-            for t in candidates {
-                let choice = (q.choose)(&t);
-                if choice == LeaseChoice::Skip {
-                    continue;
+            loop {
+                let mut query = sqlx::query(&sql)
+                    .bind(q.node_key)
+                    .bind(q.now)
+                    .bind(window);
+                for t in q.task_types {
+                    query = query.bind(t);
                 }
-                let mut score = 0i64;
-                if t.replicas_total > 0 {
-                    let row = sqlx::query(
-                        "SELECT \
-                         COALESCE(SUM(CASE WHEN n.owner = $2 THEN 1 ELSE 0 END), 0) AS same_owner, \
-                         COALESCE(SUM(CASE WHEN n.network_prefix = $3 THEN 1 ELSE 0 END), 0) AS same_net \
-                         FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
-                         WHERE a.task_id = $1 AND a.state IN ('leased', 'reported')",
-                    )
-                    .bind(&t.task_id)
-                    .bind(q.owner)
-                    .bind(q.network_prefix)
-                    .fetch_one(w.conn())
+                let rows = query
+                    .bind(cursor.0)
+                    .bind(&cursor.1)
+                    .fetch_all(w.conn())
                     .await
                     .map_err(db(OP))?;
-                    let same_owner: i64 = row.try_get("same_owner").map_err(db(OP))?;
-                    let same_net: i64 = row.try_get("same_net").map_err(db(OP))?;
-                    score = 2 * same_owner.min(1) + same_net.min(1);
+                let last_page = (rows.len() as i64) < window;
+                for r in &rows {
+                    let t = task_from(r, OP)?;
+                    cursor = (t.created_ms, t.task_id.clone());
+                    let choice = (q.choose)(&t);
+                    if choice == LeaseChoice::Skip {
+                        continue;
+                    }
+                    // Sybil diversity: prefer tasks whose other replicas run
+                    // under another owner (strongly) and another network prefix.
+                    let mut score = 0i64;
+                    if t.replicas_total > 0 {
+                        let row = sqlx::query(
+                            "SELECT \
+                             COALESCE(SUM(CASE WHEN n.owner = $2 THEN 1 ELSE 0 END), 0) AS same_owner, \
+                             COALESCE(SUM(CASE WHEN n.network_prefix = $3 THEN 1 ELSE 0 END), 0) AS same_net \
+                             FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
+                             WHERE a.task_id = $1 AND a.state IN ('leased', 'reported')",
+                        )
+                        .bind(&t.task_id)
+                        .bind(q.owner)
+                        .bind(q.network_prefix)
+                        .fetch_one(w.conn())
+                        .await
+                        .map_err(db(OP))?;
+                        let same_owner: i64 = row.try_get("same_owner").map_err(db(OP))?;
+                        let same_net: i64 = row.try_get("same_net").map_err(db(OP))?;
+                        score = 2 * same_owner.min(1) + same_net.min(1);
+                    }
+                    ranked.push((score, t, choice));
                 }
-                ranked.push((score, t, choice));
+                if last_page || ranked.len() as i64 >= window {
+                    break;
+                }
             }
             // Stable: queue order within one diversity class.
             ranked.sort_by_key(|(score, _, _)| *score);
