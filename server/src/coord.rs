@@ -44,8 +44,8 @@ use crate::extract::{NodeSigned, Operator, parse_json};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::store::{
-    AssignmentState, Exclusion, LeaseChoice, LeaseQuery, NodeRecord, NodeStats, ResultInput,
-    StoreError, TaskRecord,
+    AssignmentState, Exclusion, LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats,
+    ResultInput, StoreError, TaskRecord,
 };
 
 /// The client's address when the server was started with connect info
@@ -493,8 +493,8 @@ fn is_hex_digest(s: &str) -> bool {
     responses(
         (status = 200, body = ResultAck, description = "recorded, or already recorded (recorded = false)"),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "the result signature does not verify (counted against the node)"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "the assignment is another node's or of another task (a policy violation, counted against the node)"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "the assignment is another node's"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn report(
     State(state): State<AppState>,
@@ -542,6 +542,7 @@ async fn report(
             .store
             .record_misbehaviour(
                 &req.node_key,
+                Misbehaviour::InvalidSignature,
                 "invalid result signature",
                 now_ms,
                 state.config.heartbeat_interval.as_secs(),
@@ -553,6 +554,35 @@ async fn report(
             "bad_result_signature",
             e.to_string(),
         ));
+    }
+    // An agent reports only what it leased: a signed result for another
+    // node's assignment, or under another task, is never honest and counts
+    // as a policy violation (Byzantine evidence), not a mere conflict.
+    if let Some(a) = state.store.assignment(&r.assignment_id).await?
+        && (a.node_key != req.node_key || a.task_id != r.task_id)
+    {
+        let excluded = state
+            .store
+            .record_misbehaviour(
+                &req.node_key,
+                Misbehaviour::PolicyViolation,
+                "result for an assignment that is not the node's",
+                now_ms,
+                state.config.heartbeat_interval.as_secs(),
+                state.config.byzantine_policy,
+            )
+            .await?;
+        revoke_excluded(&state, excluded.as_slice()).await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "policy-violation",
+            "the report breaks the protocol",
+            format!(
+                "assignment {} is not this node's assignment of task {}; counted as a policy violation",
+                r.assignment_id, r.task_id
+            ),
+        )
+        .with_reason("policy_violation"));
     }
     let outcome = state
         .store

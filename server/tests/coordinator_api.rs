@@ -432,6 +432,48 @@ async fn forged_result_signature_excludes(backend: Backend) {
     assert_eq!(rec.state, NodeState::Byzantine);
 }
 
+/// An agent reports only what it leased: a validly signed result for
+/// another node's assignment is a policy violation (Byzantine evidence that
+/// excludes the reporter), and the rightful node's replica is untouched.
+async fn reporting_another_nodes_assignment_is_a_policy_violation(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let (owner, thief) = (node(13), node(14));
+    register(&s, &owner).await;
+    register(&s, &thief).await;
+    submit(&s, &op, statement(&s, 0, 1, "p"), Some(digest_of("p"))).await;
+    let got = lease(&s, &owner, 1).await;
+    assert_eq!(got.len(), 1);
+    let p = report(&s, &thief, &got[0], &digest_of("p"))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert_eq!(p["reason"], "policy_violation");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&got[0].assignment_id),
+        "{p}"
+    );
+    let rec = s.state.store.node(&key_of(&thief)).await.unwrap().unwrap();
+    assert_eq!(rec.state, NodeState::Byzantine);
+    assert_eq!(rec.stats.policy_violations, 1);
+    assert!(
+        rec.exclusion_reason
+            .as_deref()
+            .unwrap()
+            .contains("PolicyViolations"),
+        "{:?}",
+        rec.exclusion_reason
+    );
+    let owner_rec = s.state.store.node(&key_of(&owner)).await.unwrap().unwrap();
+    assert_eq!(owner_rec.state, NodeState::Active);
+    let ack = report(&s, &owner, &got[0], &digest_of("p"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ack["recorded"], true);
+}
+
 async fn expired_leases_and_silent_nodes_put_work_back(backend: Backend) {
     let s = TestServer::start(backend).await;
     let op = operator(&s).await;
@@ -616,6 +658,7 @@ both_backends!(
     quorum_accepts_with_evidence_in_the_audit_log,
     wrong_answers_exclude_and_revoke,
     forged_result_signature_excludes,
+    reporting_another_nodes_assignment_is_a_policy_violation,
     expired_leases_and_silent_nodes_put_work_back,
     no_quorum_grows_replicas_then_fails_visibly,
     bad_input_is_a_problem,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use askee_core::rules::ByzantinePolicy;
 use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
 use askee_server::store::{
-    AuditDraft, LeaseChoice, LeaseQuery, NodeRecord, NodeStats, ResultInput, Store, TaskRecord,
+    AuditDraft, LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, ResultInput, Store,
+    TaskRecord,
 };
 use askee_testkit::pg::PgCluster;
 
@@ -245,7 +246,14 @@ async fn issue_5_misbehaviour_reputation_uses_the_configured_heartbeat_interval(
     };
     let (now_s, interval) = (600, 600);
     let excluded = store
-        .record_misbehaviour(&n.node_key, "test", now_s * 1000, interval, lenient)
+        .record_misbehaviour(
+            &n.node_key,
+            Misbehaviour::InvalidSignature,
+            "test",
+            now_s * 1000,
+            interval,
+            lenient,
+        )
         .await
         .unwrap();
     assert!(excluded.is_none());

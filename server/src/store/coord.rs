@@ -52,6 +52,8 @@ pub struct NodeStats {
     pub agreed: u64,
     pub wrong: u64,
     pub invalid_signatures: u64,
+    /// Protocol violations, such as reporting another node's assignment.
+    pub policy_violations: u64,
     pub consensus_failures: u64,
     pub streak: u64,
 }
@@ -165,6 +167,17 @@ pub struct LeaseQuery<'a> {
     pub lease_expires_at: i64,
     pub new_id: &'a (dyn Fn() -> String + Send + Sync),
     pub choose: &'a (dyn Fn(&TaskRecord) -> LeaseChoice + Send + Sync),
+}
+
+/// Misbehaviour a node is caught at outside the quorum, counted as
+/// Byzantine evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// A message or result whose signature did not verify.
+    InvalidSignature,
+    /// A signed request the protocol forbids, such as a result for another
+    /// node's assignment.
+    PolicyViolation,
 }
 
 /// A result report as the store sees it (signature already verified).
@@ -292,13 +305,14 @@ pub trait CoordinatorStore: Send + Sync {
     /// Records a result and runs the quorum decision, in one transaction.
     async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError>;
 
-    /// Counts an invalid signature or policy violation against a node and
-    /// excludes it when the policy says so.
+    /// Counts an invalid signature or a policy violation against a node
+    /// and excludes it when the policy says so.
     /// `heartbeat_interval` (seconds) is the server's, for the uptime rate
     /// in the recomputed reputation.
     async fn record_misbehaviour(
         &self,
         node_key: &str,
+        kind: Misbehaviour,
         what: &str,
         now_ms: i64,
         heartbeat_interval: u64,

@@ -21,14 +21,15 @@ use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
 use super::{SqlStore, append_in, db, to_i64};
 use crate::store::{
     AssignmentRecord, AssignmentState, AuditDraft, Backend, CoordinatorStore, Exclusion,
-    LeaseChoice, LeaseQuery, NodeRecord, NodeStats, ResultInput, ResultOutcome, StoreError,
-    SweepReport, TaskRecord,
+    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, ResultInput, ResultOutcome,
+    StoreError, SweepReport, TaskRecord,
 };
 
 const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, token_payload_json, \
      profile_json, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, owner, network_prefix, state, \
      registered_at, last_heartbeat, heartbeats, assigned, completed, failed, agreed, wrong, \
-     invalid_signatures, consensus_failures, streak, reputation_micros, exclusion_reason";
+     invalid_signatures, consensus_failures, streak, reputation_micros, exclusion_reason, \
+     policy_violations";
 
 const TASK_COLUMNS: &str = "task_id, operator, operator_key, statement_json, signature, \
      module_sha256, task_type, duration_hours, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, f, \
@@ -81,6 +82,7 @@ fn node_from(row: &AnyRow, op: &'static str) -> Result<NodeRecord, StoreError> {
             agreed: u(g("agreed")?),
             wrong: u(g("wrong")?),
             invalid_signatures: u(g("invalid_signatures")?),
+            policy_violations: u(g("policy_violations")?),
             consensus_failures: u(g("consensus_failures")?),
             streak: u(g("streak")?),
         },
@@ -229,7 +231,7 @@ async fn save_node_stats(
     let evidence = ByzantineEvidence {
         wrong_results: s.wrong.min(u64::from(u32::MAX)) as u32,
         invalid_signatures: s.invalid_signatures.min(u64::from(u32::MAX)) as u32,
-        policy_violations: 0,
+        policy_violations: s.policy_violations.min(u64::from(u32::MAX)) as u32,
         consensus_failures: s.consensus_failures.min(u64::from(u32::MAX)) as u32,
         malicious_patterns: 0,
     };
@@ -241,8 +243,12 @@ async fn save_node_stats(
                 node.exclusion_reason.clone()
             } else {
                 Some(format!(
-                    "{:?} (wrong results {}, invalid signatures {}, failed quorums {})",
-                    e.causes, s.wrong, s.invalid_signatures, s.consensus_failures
+                    "{:?} (wrong results {}, invalid signatures {}, policy violations {}, failed quorums {})",
+                    e.causes,
+                    s.wrong,
+                    s.invalid_signatures,
+                    s.policy_violations,
+                    s.consensus_failures
                 ))
             };
             (NodeState::Byzantine, 0, reason)
@@ -267,7 +273,7 @@ async fn save_node_stats(
     sqlx::query(
         "UPDATE nodes SET assigned = $2, completed = $3, failed = $4, agreed = $5, wrong = $6, \
          invalid_signatures = $7, consensus_failures = $8, streak = $9, reputation_micros = $10, \
-         state = $11, exclusion_reason = $12 WHERE node_key = $1",
+         state = $11, exclusion_reason = $12, policy_violations = $13 WHERE node_key = $1",
     )
     .bind(&node.node_key)
     .bind(to_i64(s.assigned))
@@ -281,6 +287,7 @@ async fn save_node_stats(
     .bind(i64::from(reputation))
     .bind(state.as_str())
     .bind(&reason)
+    .bind(to_i64(s.policy_violations))
     .execute(&mut *conn)
     .await
     .map_err(db(op))?;
@@ -301,6 +308,7 @@ async fn save_node_stats(
                     "grant_id": node.grant_id,
                     "wrong_results": s.wrong,
                     "invalid_signatures": s.invalid_signatures,
+                    "policy_violations": s.policy_violations,
                     "consensus_failures": s.consensus_failures,
                 }),
             }],
@@ -715,7 +723,7 @@ impl CoordinatorStore for SqlStore {
                 None => {
                     sqlx::query(&format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, 0, 0, 0, 0, 0, 0, 0, $17, NULL)"
+                         $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, 0, 0, 0, 0, 0, 0, 0, $17, NULL, 0)"
                     ))
                     .bind(&n.node_key)
                     .bind(&n.token_id)
@@ -1330,6 +1338,7 @@ impl CoordinatorStore for SqlStore {
     async fn record_misbehaviour(
         &self,
         node_key: &str,
+        kind: Misbehaviour,
         what: &str,
         now_ms: i64,
         heartbeat_interval: u64,
@@ -1342,8 +1351,11 @@ impl CoordinatorStore for SqlStore {
             let Some(mut node) = load_node(w.conn(), node_key, lock, OP).await? else {
                 return Ok(None);
             };
-            node.stats.invalid_signatures += 1;
-            tracing::warn!(node = node_key, what, "node misbehaved");
+            match kind {
+                Misbehaviour::InvalidSignature => node.stats.invalid_signatures += 1,
+                Misbehaviour::PolicyViolation => node.stats.policy_violations += 1,
+            }
+            tracing::warn!(node = node_key, ?kind, what, "node misbehaved");
             save_node_stats(
                 w.conn(),
                 &node,
