@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use askee_core::b64;
 use askee_core::coord::{
-    AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, duration_hours, lease_choice,
-    network_prefix, task_facts, validate_statement,
+    BOOTSTRAP_RESULTS, LeaseCandidate, duration_hours, lease_choice, network_prefix, task_facts,
+    validate_statement,
 };
 use askee_core::rules::{
     NodeFacts, NodeProfile, Reputation, SignatureFact, TaskTypePolicy, TokenFacts,
@@ -44,8 +44,8 @@ use crate::extract::{NodeSigned, Operator, parse_json};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::store::{
-    AssignmentState, Exclusion, LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats,
-    ResultInput, StoreError, TaskRecord,
+    AssignmentState, Exclusion, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, ResultInput,
+    StoreError, TaskRecord,
 };
 
 /// The client's address when the server was started with connect info
@@ -271,31 +271,18 @@ async fn heartbeat(
     }))
 }
 
-/// Whether a candidate task may go to this node, and how: the stored
-/// statement is the source of the task's facts (limits such as the CPU
-/// share are checked against the token too); the decision is core's.
-#[allow(clippy::too_many_arguments)]
-fn choose(
-    node: &NodeFacts,
-    token: &TokenFacts,
-    task_types: &[TaskTypePolicy],
-    adaptive: &AdaptivePolicy,
-    streak: u64,
-    now: i64,
-    t: &TaskRecord,
-    random: u64,
-) -> LeaseChoice {
-    let candidate = LeaseCandidate {
+/// A stored task as the lease decision sees it: the signed statement is
+/// the source of its facts (limits such as the CPU share are checked
+/// against the token too).
+fn lease_candidate(t: &TaskRecord) -> LeaseCandidate {
+    LeaseCandidate {
         facts: serde_json::from_str::<TaskStatement>(&t.statement_json)
             .ok()
             .map(|st| task_facts(&st)),
         bootstrap: t.bootstrap,
         adaptive: t.adaptive,
         replicas_total: t.replicas_total,
-    };
-    lease_choice(
-        node, token, task_types, adaptive, streak, now, &candidate, random,
-    )
+    }
 }
 
 fn policies(state: &AppState) -> Vec<TaskTypePolicy> {
@@ -391,14 +378,14 @@ async fn lease(
     let adaptive = state.config.adaptive_policy;
     let streak = node.stats.streak;
     let choose_fn = move |t: &TaskRecord| {
-        choose(
+        lease_choice(
             &facts,
             &token,
             &types,
             &adaptive,
             streak,
             now,
-            t,
+            &lease_candidate(t),
             rand::random(),
         )
     };
@@ -488,6 +475,29 @@ fn is_hex_digest(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Counts a node's misbehaviour as Byzantine evidence and, when that
+/// excludes it, revokes its token.
+async fn misbehaved(
+    state: &AppState,
+    node_key: &str,
+    kind: Misbehaviour,
+    what: &str,
+) -> ApiResult<()> {
+    let excluded = state
+        .store
+        .record_misbehaviour(
+            node_key,
+            kind,
+            what,
+            state.clock.now_ms(),
+            state.config.heartbeat_interval.as_secs(),
+            state.config.byzantine_policy,
+        )
+        .await?;
+    revoke_excluded(state, excluded.as_slice()).await;
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/work/results", tag = "coordinator",
     request_body = ResultReport, security(("node_signature" = [])),
     responses(
@@ -538,18 +548,13 @@ async fn report(
     };
     let now_ms = state.clock.now_ms();
     if let Err(e) = verify_result(&req.key, &statement, &r.signature) {
-        let excluded = state
-            .store
-            .record_misbehaviour(
-                &req.node_key,
-                Misbehaviour::InvalidSignature,
-                "invalid result signature",
-                now_ms,
-                state.config.heartbeat_interval.as_secs(),
-                state.config.byzantine_policy,
-            )
-            .await?;
-        revoke_excluded(&state, excluded.as_slice()).await;
+        misbehaved(
+            &state,
+            &req.node_key,
+            Misbehaviour::InvalidSignature,
+            "invalid result signature",
+        )
+        .await?;
         return Err(ApiError::unauthorized(
             "bad_result_signature",
             e.to_string(),
@@ -561,18 +566,13 @@ async fn report(
     if let Some(a) = state.store.assignment(&r.assignment_id).await?
         && (a.node_key != req.node_key || a.task_id != r.task_id)
     {
-        let excluded = state
-            .store
-            .record_misbehaviour(
-                &req.node_key,
-                Misbehaviour::PolicyViolation,
-                "result for an assignment that is not the node's",
-                now_ms,
-                state.config.heartbeat_interval.as_secs(),
-                state.config.byzantine_policy,
-            )
-            .await?;
-        revoke_excluded(&state, excluded.as_slice()).await;
+        misbehaved(
+            &state,
+            &req.node_key,
+            Misbehaviour::PolicyViolation,
+            "result for an assignment that is not the node's",
+        )
+        .await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "policy-violation",
