@@ -655,7 +655,7 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     let exec = Executor::new(sandbox, config.scratch(home.dir()), Registry::new(tasks));
     let runner = Runner::new(
         home,
-        journal,
+        journal.clone(),
         exec,
         profile.clone(),
         activity,
