@@ -109,7 +109,18 @@ pub fn classify(e: &tough::error::Error) -> Refusal {
         E::VersionMismatch { role, .. } => Refusal::Mismatch {
             what: format!("{role} metadata version"),
         },
-        E::Transport { .. } => Refusal::Unreachable,
+        // A target's stream reports its hash or length check as a transport
+        // error wrapping tough's own: classify the innermost tough error.
+        E::Transport { .. } => {
+            let mut cur = std::error::Error::source(e);
+            while let Some(c) = cur {
+                if let Some(inner) = c.downcast_ref::<tough::error::Error>() {
+                    return classify(inner);
+                }
+                cur = c.source();
+            }
+            Refusal::Unreachable
+        }
         _ => Refusal::Invalid,
     }
 }

@@ -717,7 +717,7 @@ pub mod cli {
             #[arg(long, default_value_t = 2)]
             root_threshold: u64,
             /// Root expiry: RFC 3339 time or duration (s, m, h, d).
-            #[arg(long, default_value = "365d")]
+            #[arg(long, default_value = "365d", allow_hyphen_values = true)]
             root_expires: String,
         },
         /// Sign and publish an agent binary as a release (needs only the
@@ -738,13 +738,13 @@ pub mod cli {
             #[arg(long)]
             keys: PathBuf,
             /// Targets expiry (RFC 3339 time or duration).
-            #[arg(long, default_value = "90d")]
+            #[arg(long, default_value = "90d", allow_hyphen_values = true)]
             targets_expires: String,
             /// Snapshot expiry.
-            #[arg(long, default_value = "30d")]
+            #[arg(long, default_value = "30d", allow_hyphen_values = true)]
             snapshot_expires: String,
             /// Timestamp expiry; keep it short and run refresh-timestamp.
-            #[arg(long, default_value = "1d")]
+            #[arg(long, default_value = "1d", allow_hyphen_values = true)]
             timestamp_expires: String,
         },
         /// Sign a new timestamp for the current snapshot (needs only
@@ -757,7 +757,7 @@ pub mod cli {
             #[arg(long)]
             keys: PathBuf,
             /// New expiry (RFC 3339 time or duration).
-            #[arg(long, default_value = "1d")]
+            #[arg(long, default_value = "1d", allow_hyphen_values = true)]
             expires: String,
         },
     }
