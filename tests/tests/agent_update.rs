@@ -666,3 +666,48 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// A release that passed its self-check but never gets through a daemon
+/// start (here: this home has no consent, so `run` stops before confirming)
+/// is rolled back at the next start, and the daemon re-executes the
+/// previous binary.
+#[test]
+fn a_release_that_never_confirms_a_start_is_rolled_back_at_the_next_start() {
+    let f = Fixture::new(&[]);
+    let r1 = f.build("1.0.0");
+    f.publish(&r1, "1.0.0", &[]);
+    let (code, out, err) = f.agent(&["init"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = f.agent(&["update", "apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = f.agent(&["run", "--when", "always"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("consent"), "{err}");
+    assert!(
+        f.installed() == std::fs::read(&r1).unwrap(),
+        "rolled back too early"
+    );
+    let (code, out, err) = f.agent(&["run", "--when", "always"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(f.installed() == f.original, "not rolled back");
+    let rolled = f
+        .journal()
+        .into_iter()
+        .find(|e| e["kind"] == "update.rolled_back")
+        .expect("the rollback is journalled");
+    assert!(
+        rolled["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without confirming"),
+        "{rolled}"
+    );
+    let (_, status, _) = f.agent(&["update", "status"]);
+    assert!(
+        status.contains(&format!("askee-agent-1.0.0-{}", platform())),
+        "{status}"
+    );
+    // And it is not offered again.
+    let (code, out, _) = f.agent(&["update", "check"]);
+    assert_eq!(code, 0, "{out}");
+}
