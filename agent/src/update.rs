@@ -399,6 +399,28 @@ fn root_version(bytes: &[u8]) -> Option<u64> {
     v["signed"]["version"].as_u64()
 }
 
+/// The release the binary at `binary` is: the installed (or pending)
+/// release when the binary's hash matches it, else the build version.
+pub fn current_version(home: &Path, binary: &Path) -> Result<Version, UpdateError> {
+    let state = UpdateState::load(home)?;
+    let sha = file_sha256(binary)?;
+    let from_state = state
+        .pending
+        .as_ref()
+        .filter(|p| p.sha256 == sha)
+        .map(|p| p.version.clone())
+        .or_else(|| {
+            state
+                .installed
+                .as_ref()
+                .filter(|i| i.sha256 == sha)
+                .map(|i| i.version.clone())
+        });
+    Ok(from_state
+        .and_then(|v| Version::parse(&v).ok())
+        .unwrap_or_else(build_version))
+}
+
 impl Updater {
     pub fn new(home: &Path, settings: Settings, journal: std::sync::Arc<Journal>) -> Self {
         Self {
@@ -420,23 +442,7 @@ impl Updater {
     /// The release this binary is: the installed (or pending) release when
     /// the binary's hash matches it, else the build version.
     pub fn current_version(&self) -> Result<Version, UpdateError> {
-        let state = UpdateState::load(&self.home)?;
-        let sha = file_sha256(&self.settings.binary)?;
-        let from_state = state
-            .pending
-            .as_ref()
-            .filter(|p| p.sha256 == sha)
-            .map(|p| p.version.clone())
-            .or_else(|| {
-                state
-                    .installed
-                    .as_ref()
-                    .filter(|i| i.sha256 == sha)
-                    .map(|i| i.version.clone())
-            });
-        Ok(from_state
-            .and_then(|v| Version::parse(&v).ok())
-            .unwrap_or_else(build_version))
+        current_version(&self.home, &self.settings.binary)
     }
 
     /// The trusted root: the shipped one or the newer one already verified.
@@ -493,7 +499,14 @@ impl Updater {
     /// Loads and verifies the repository and picks the newest applicable
     /// release (journalled as `update.check`, or `update.refused`).
     pub async fn check(&self) -> Result<(Check, Option<tough::Repository>), UpdateError> {
-        let current = self.current_version()?;
+        // Hashing the binary takes a moment: off the async worker threads.
+        let (home, binary) = (self.home.clone(), self.settings.binary.clone());
+        let current = tokio::task::spawn_blocking(move || current_version(&home, &binary))
+            .await
+            .map_err(|e| UpdateError::Read {
+                path: self.settings.binary.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         let repo = match self.load().await {
             Ok(r) => r,
             Err(e) => {

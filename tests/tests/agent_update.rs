@@ -711,3 +711,77 @@ fn a_release_that_never_confirms_a_start_is_rolled_back_at_the_next_start() {
     let (code, out, _) = f.agent(&["update", "check"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Updates never happen while a task runs: a release published while the
+/// daemon runs a task is downloaded at once but installed only after the
+/// task ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_waits_for_the_running_task_before_installing() {
+    use askee_testkit::work::{Coordinator, SPIN, consent, statement, submit};
+    let f = Fixture::new(&[]);
+    let work_dir = f.path("coordinator");
+    std::fs::create_dir(&work_dir).unwrap();
+    let coord = Coordinator::start(&work_dir, 9, &[SPIN]).await;
+    consent(&f.home, &coord.server.url());
+    f.write_config(1);
+    let log = std::fs::File::create(f.home.join("agent.log")).unwrap();
+    let _daemon = Daemon(
+        Command::new(&f.agent)
+            .args(["--home", s(&f.home), "run", "--when", "always"])
+            .env("ASKEE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // A bootstrap challenge that spins until its 15 s wall-clock limit.
+    let spin = submit(
+        &coord.api,
+        &coord.op,
+        statement(SPIN, b"", 15, u64::MAX / 4, "spin"),
+        Some("00".repeat(32)),
+    )
+    .await;
+    wait_for("the task to start", Duration::from_secs(60), async || {
+        f.journal()
+            .iter()
+            .any(|e| e["kind"] == "task.start" && e["data"]["task_id"] == spin)
+            .then_some(())
+    })
+    .await;
+    f.publish(&f.build("1.0.0"), "1.0.0", &[]);
+    assert!(
+        !f.kinds()
+            .iter()
+            .any(|k| k == "task.finish" || k == "task.terminated"),
+        "the task ended before the release was published"
+    );
+    wait_for(
+        "the daemon to restart on 1.0.0",
+        Duration::from_secs(120),
+        async || {
+            f.kinds()
+                .contains(&"update.confirmed".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    let kinds = f.kinds();
+    let log = std::fs::read_to_string(f.home.join("agent.log")).unwrap_or_default();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}\n{log}"))
+    };
+    // The task ends by its limit or by the coordinator calling it off;
+    // either way the install comes after.
+    let ended = kinds
+        .iter()
+        .position(|k| k == "task.finish" || k == "task.terminated")
+        .unwrap_or_else(|| panic!("the task never ended: {kinds:?}\n{log}"));
+    assert!(at("update.downloaded") < ended, "{kinds:?}\n{log}");
+    assert!(ended < at("update.quiesced"), "{kinds:?}");
+    assert!(at("update.quiesced") < at("update.installed"), "{kinds:?}");
+}
