@@ -41,6 +41,31 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     pub network: Network,
     pub idle: IdleThresholds,
+    pub update: UpdateSettings,
+}
+
+/// Signed self-update (`askee-agent update`, and the daemon's schedule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// Base URL of the release repository, e.g. `https://coord.example/tuf`;
+    /// none = no updates.
+    pub repository: Option<String>,
+    /// The repository's root metadata shipped with the agent
+    /// (`metadata/1.root.json` from `askee-server release init`).
+    pub trusted_root: Option<PathBuf>,
+    /// Seconds between the daemon's checks; 0 = the daemon never checks.
+    pub check_interval_secs: u64,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        Self {
+            repository: None,
+            trusted_root: None,
+            check_interval_secs: 6 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +85,7 @@ impl Default for Config {
             scratch_dir: None,
             network: Network::default(),
             idle: IdleThresholds::default(),
+            update: UpdateSettings::default(),
         }
     }
 }

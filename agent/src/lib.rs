@@ -14,5 +14,6 @@ pub mod journal;
 pub mod profile;
 pub mod runner;
 pub mod signal;
+pub mod update;
 pub mod words;
 pub mod yielder;

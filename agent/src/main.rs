@@ -17,6 +17,9 @@ use askee_core::wire::v1::{ConsentToken, GRANT_STATEMENT_VERSION, GrantStatement
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+/// Exit status of `update check` when a release is available.
+const EXIT_UPDATE_AVAILABLE: u8 = 10;
+
 /// askee node agent: lend this computer's idle time, on your terms.
 #[derive(Parser)]
 #[command(version, about)]
@@ -69,6 +72,14 @@ enum Command {
     /// measurement alone, then again beside CPU-, memory- and cache-heavy
     /// tasks in the real sandbox.
     ValidateNonInterference(askee_agent::interference::Options),
+    /// Signed self-update from the release repository (TUF).
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
+    /// Check that this binary works: print its version and the sandbox
+    /// probe as JSON (the updater runs it on a new binary before keeping it).
+    SelfCheck,
     /// Run only the idle monitor, printing each change (for measuring its
     /// own overhead).
     #[command(hide = true)]
@@ -77,6 +88,28 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         for_secs: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Verify the release repository and say whether a newer release
+    /// exists (exit status 0: up to date, 10: available, 1: refused).
+    Check(UpdateArgs),
+    /// Check, download, verify, install and self-check a newer release
+    /// (refused while `run` holds this home; the daemon updates itself).
+    Apply(UpdateArgs),
+    /// Show the installed, pending and refused releases.
+    Status,
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    /// Release repository base URL (default: update.repository in config.toml).
+    #[arg(long)]
+    repository: Option<String>,
+    /// Trusted root metadata (default: update.trusted_root in config.toml).
+    #[arg(long)]
+    trusted_root: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -461,6 +494,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Monitor { for_secs } => monitor(&home, *for_secs).await?,
+        Command::SelfCheck => self_check()?,
+        Command::Update {
+            command: UpdateCommand::Status,
+        } => {
+            let state = askee_agent::update::UpdateState::load(home.dir())?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+        Command::Update {
+            command: UpdateCommand::Check(args),
+        } => {
+            let updater = updater(&home, args)?;
+            let (found, _) = updater.check().await?;
+            match found {
+                askee_agent::update::Check::UpToDate { current } => {
+                    println!("up to date: {current}");
+                }
+                askee_agent::update::Check::Available { current, release } => {
+                    println!(
+                        "release {} available ({}); running {current}",
+                        release.version, release.name
+                    );
+                    std::process::exit(EXIT_UPDATE_AVAILABLE.into());
+                }
+            }
+        }
+        Command::Update {
+            command: UpdateCommand::Apply(args),
+        } => {
+            let updater = updater(&home, args)?;
+            match updater.apply().await? {
+                askee_agent::update::Applied::UpToDate { current } => {
+                    println!("up to date: {current}");
+                }
+                askee_agent::update::Applied::Installed { release, sha256 } => {
+                    println!(
+                        "installed {} ({}, sha256 {sha256}) as {}; the previous binary is kept as .prev; \
+                         restart the agent to run it",
+                        release.version,
+                        release.name,
+                        updater.settings().binary.display()
+                    );
+                }
+            }
+        }
         Command::Run(args) => daemon(home, args).await?,
         Command::Signal(args) => {
             let now = std::time::SystemTime::now()
@@ -472,16 +549,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn update_settings(
+    home: &std::path::Path,
+    config: &Config,
+    args: Option<&UpdateArgs>,
+) -> anyhow::Result<askee_agent::update::Settings> {
+    use askee_agent::update::UpdateError;
+    let repository = args
+        .and_then(|a| a.repository.clone())
+        .or_else(|| config.update.repository.clone())
+        .ok_or(UpdateError::NoRepository)?;
+    let trusted_root = args
+        .and_then(|a| a.trusted_root.clone())
+        .or_else(|| config.update.trusted_root.clone())
+        .ok_or(UpdateError::NoTrustedRoot)?;
+    // A relative root is relative to the home.
+    let trusted_root = home.join(trusted_root);
+    Ok(askee_agent::update::Settings {
+        repository,
+        trusted_root,
+        binary: askee_agent::update::current_binary()?,
+        platform: askee_core::release::host_platform(),
+    })
+}
+
+fn updater(home: &Home, args: &UpdateArgs) -> anyhow::Result<askee_agent::update::Updater> {
+    let config = Config::load(home.dir())?;
+    let settings = update_settings(home.dir(), &config, Some(args))?;
+    let journal = std::sync::Arc::new(journal(home)?);
+    Ok(askee_agent::update::Updater::new(
+        home.dir(),
+        settings,
+        journal,
+    ))
+}
+
+/// `self-check`: this binary runs, knows its version and can probe the
+/// sandbox; the worker it needs is beside it.
+fn self_check() -> anyhow::Result<()> {
+    let worker = askee_agent::interference::default_worker();
+    let probe = askee_sandbox::probe();
+    let ok = worker.exists();
+    println!(
+        "{}",
+        json!({
+            "ok": ok,
+            "version": env!("CARGO_PKG_VERSION"),
+            "platform": askee_core::release::host_platform(),
+            "worker": worker,
+            "worker_present": worker.exists(),
+            "sandbox": probe,
+        })
+    );
+    if !ok {
+        bail!("the sandbox worker {} is missing", worker.display());
+    }
+    Ok(())
+}
+
 async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     use askee_agent::activity::Activity;
     use askee_agent::exec::{Executor, Registry};
     use askee_agent::runner::{RunOptions, Runner};
+    use askee_agent::update::{self, StartVerdict};
     use askee_agent::yielder::TaskSet;
 
+    // Captured before anything can rename the binary.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let binary = update::current_binary()?;
+    let home_dir = home.dir().to_owned();
+    std::fs::create_dir_all(home.dir())
+        .with_context(|| format!("create {}", home.dir().display()))?;
+    let _lock = update::DaemonLock::acquire(home.dir())?;
     let config = Config::load(home.dir())?;
     let journal = std::sync::Arc::new(askee_agent::journal::Journal::open(
         &home.dir().join(askee_agent::journal::JOURNAL_FILE),
     )?);
+    if update::on_start(home.dir(), &binary, &journal)? == StartVerdict::RolledBack {
+        drop(_lock);
+        return Err(update::restart(&binary, &argv).into());
+    }
     let profile = askee_agent::profile::assess(home.dir())?;
     let tasks = TaskSet::new();
     // With `--when always` the verdict never changes; its sender lives as
@@ -508,7 +655,7 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     let exec = Executor::new(sandbox, config.scratch(home.dir()), Registry::new(tasks));
     let runner = Runner::new(
         home,
-        journal,
+        journal.clone(),
         exec,
         profile.clone(),
         activity,
@@ -519,12 +666,36 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
             byzantine_corrupt_results: args.byzantine_corrupt_results,
         },
     )?;
+    update::confirm(&home_dir, &binary, &journal)?;
+    let _updates = if config.update.repository.is_some() && config.update.check_interval_secs > 0 {
+        let settings = update_settings(&home_dir, &config, None)?;
+        let updater = update::Updater::new(&home_dir, settings, journal.clone());
+        let (slots, count) = runner.slots();
+        Some(AbortOnDrop(tokio::spawn(update::schedule(
+            updater,
+            std::time::Duration::from_secs(config.update.check_interval_secs),
+            slots,
+            count,
+            argv,
+        ))))
+    } else {
+        None
+    };
     eprintln!(
         "askee-agent running (pid {}); stop with ctrl-c or `askee-agent revoke`",
         std::process::id()
     );
     runner.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// Aborts a background task when the daemon ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -261,6 +261,12 @@ impl Runner {
         }
     }
 
+    /// The work slots and their number: holding all of them means no task
+    /// runs and none starts (the self-update takes them before installing).
+    pub fn slots(&self) -> (Arc<Semaphore>, u32) {
+        (self.slots.clone(), self.opts.parallel.max(1) as u32)
+    }
+
     /// A receiver of consent changes (tests and the status writer use it).
     pub fn consent(&self) -> watch::Receiver<Consent> {
         self.consent.subscribe()
@@ -728,16 +734,28 @@ impl Runner {
         }
     }
 
+    /// Whether work may run now (consent active and the machine idle).
+    fn is_ready(&self) -> bool {
+        *self.consent.borrow() == Consent::Active && self.activity.borrow().is_idle()
+    }
+
     async fn work_loop(self: Arc<Self>) {
         let mut attempt = 0u32;
         loop {
+            // Wait for work to be allowed before taking a slot, so an
+            // update waiting for every slot (`slots`) is not held up by a
+            // paused or busy machine.
+            self.ready().await;
             let first = self
                 .slots
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            self.ready().await;
+            if !self.is_ready() {
+                // Consent or the machine changed while waiting for a slot.
+                continue;
+            }
             let mut permits = vec![first];
             while let Ok(p) = self.slots.clone().try_acquire_owned() {
                 permits.push(p);

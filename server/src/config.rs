@@ -60,6 +60,8 @@ pub struct Config {
     pub max_module_bytes: usize,
     /// Largest task submission body (a batch).
     pub max_task_body_bytes: usize,
+    /// The agent update repository (TUF) served read-only under `/tuf/`.
+    pub tuf_repo: Option<PathBuf>,
 }
 
 /// The seed's task allowlist (`askee_core::rules::default_task_types`),
@@ -120,6 +122,7 @@ impl Config {
             adaptive_policy: askee_core::coord::AdaptivePolicy::default(),
             max_module_bytes: 16 * 1024 * 1024,
             max_task_body_bytes: 16 * 1024 * 1024,
+            tuf_repo: None,
         }
     }
 

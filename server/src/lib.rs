@@ -12,6 +12,7 @@ pub mod keys;
 pub mod limit;
 pub mod metrics;
 pub mod problem;
+pub mod release;
 pub mod state;
 pub mod store;
 
@@ -96,6 +97,11 @@ pub fn app(state: AppState) -> Router {
             .load_shed()
             .concurrency_limit(config.max_watchers),
     );
+    // The agent update repository (TUF), when one is configured.
+    let limited = match &config.tuf_repo {
+        Some(dir) => limited.merge(release::routes(dir)),
+        None => limited,
+    };
     limited
         .merge(watches)
         .layer(axum::middleware::from_fn_with_state(

@@ -67,6 +67,10 @@ enum Command {
         crawl_every: u64,
         #[command(flatten)]
         crawl: askee_server::discovery::cli::CrawlArgs,
+        /// Serve this agent update repository (from `release init`)
+        /// read-only under /tuf/metadata/ and /tuf/targets/.
+        #[arg(long, env = "ASKEE_TUF_REPO")]
+        tuf_repo: Option<PathBuf>,
     },
     /// Submit tasks and follow them.
     Task {
@@ -97,6 +101,9 @@ enum Command {
     /// local agents (one deliberately Byzantine) that consent and run the
     /// example tasks in their sandboxes; prints the verified results.
     Demo(demo::DemoArgs),
+    /// Agent releases as a TUF update repository: keys, root ceremony,
+    /// publishing, timestamp refresh.
+    Release(askee_server::release::cli::ReleaseArgs),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lease_seconds,
             crawl_every,
             crawl,
+            tuf_repo,
         } => {
             let store = store::open(&cli.database_url)
                 .await
@@ -170,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.rate_burst = *rate_burst;
             cfg.heartbeat_interval = std::time::Duration::from_secs(*heartbeat_seconds);
             cfg.lease_duration = std::time::Duration::from_secs(*lease_seconds);
+            cfg.tuf_repo = tuf_repo.clone();
             let state = askee_server::state(cfg, store, Clock::System)?;
             // Held for the server's lifetime: dropping it stops the crawl.
             let _crawl = if *crawl_every > 0 {
@@ -266,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Release(args) => askee_server::release::cli::run(args).await?,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

@@ -1,0 +1,29 @@
+//! Release target names and versions from the update repository's signed
+//! targets metadata (`askee_core::release`): parse, round-trip, choose.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // "<name>\n<custom version>"
+    let (name, custom) = match text.split_once('\n') {
+        Some((n, c)) => (n, Some(c)),
+        None => (text, None),
+    };
+    if let Ok(v) = askee_core::release::Version::parse(name) {
+        assert_eq!(askee_core::release::Version::parse(&v.to_string()), Ok(v));
+    }
+    if let Ok(r) = askee_core::release::parse_target(name, custom) {
+        let again = askee_core::release::target_name(r.version, &r.platform).unwrap();
+        assert_eq!(again, r.name);
+        let chosen = askee_core::release::choose(
+            std::slice::from_ref(&r),
+            &r.platform,
+            askee_core::release::Version { major: 0, minor: 0, patch: 0 },
+            &[],
+        );
+        assert!(chosen.is_some() || r.version.to_string() == "0.0.0");
+    }
+});
