@@ -382,13 +382,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     pending = Some(m);
                 }
             }
-            let pairing =
-                askee_agent::portal::pair(&client, pending.as_ref().map(|m| m.manifest_id.as_str()))
-                    .await?;
-            println!("Open this link in your browser (keep it private: it shows your status and can revoke):");
+            let pairing = askee_agent::portal::pair(
+                &client,
+                pending.as_ref().map(|m| m.manifest_id.as_str()),
+            )
+            .await?;
+            println!(
+                "Open this link in your browser (keep it private: it shows your status and can revoke):"
+            );
             println!("{}", pairing.url);
             let Some(m) = pending else {
-                println!("nothing is waiting for consent; the link shows your status and lets you revoke");
+                println!(
+                    "nothing is waiting for consent; the link shows your status and lets you revoke"
+                );
                 return Ok(());
             };
             println!("waiting for your choice in the page…");

@@ -29,13 +29,19 @@ pub enum PortalError {
     Client(#[from] ClientError),
     #[error("the coordinator's answer is not what was expected: {0}")]
     Answer(String),
-    #[error("the portal session expired before a choice was made; run `askee-agent consent portal` again")]
+    #[error(
+        "the portal session expired before a choice was made; run `askee-agent consent portal` again"
+    )]
     Expired,
-    #[error("the manifest in the portal ({shown}) is not the one this agent reviewed ({held}); refusing to sign")]
+    #[error(
+        "the manifest in the portal ({shown}) is not the one this agent reviewed ({held}); refusing to sign"
+    )]
     ManifestMismatch { shown: String, held: String },
     #[error("the limits chosen in the portal are wider than proposed: {0}; refusing to sign")]
     Wider(String),
-    #[error("the portal chose an end {chosen} later than the manifest allows ({max}); refusing to sign")]
+    #[error(
+        "the portal chose an end {chosen} later than the manifest allows ({max}); refusing to sign"
+    )]
     TooLong { chosen: i64, max: i64 },
 }
 
@@ -52,7 +58,10 @@ pub use askee_core::portal::ChoiceRequest as Choice;
 /// Opens a pairing: for `manifest` (review and grant) or status only.
 pub async fn pair(client: &Coordinator, manifest_id: Option<&str>) -> Result<Pairing, PortalError> {
     let v: Value = client
-        .signed_post("/v1/portal/pairings", &json!({ "manifest_id": manifest_id }))
+        .signed_post(
+            "/v1/portal/pairings",
+            &json!({ "manifest_id": manifest_id }),
+        )
         .await?;
     serde_json::from_value(v).map_err(|e| PortalError::Answer(e.to_string()))
 }

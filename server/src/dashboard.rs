@@ -247,7 +247,13 @@ mod tests {
     #[test]
     fn counts_fall_into_their_minute() {
         let since = 1_000_000;
-        let times = [since - 1, since, since + 59_999, since + 60_000, since + 120_000 * 10];
+        let times = [
+            since - 1,
+            since,
+            since + 59_999,
+            since + 60_000,
+            since + 120_000 * 10,
+        ];
         assert_eq!(bucket_counts(&times, since, 60_000, 3), vec![2, 1, 0]);
     }
 }

@@ -42,7 +42,9 @@ use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::store::InvitationState;
 
-pub use askee_core::portal::{ChoiceRequest, SESSION_HEADER, SessionError, check_choice, parse_session};
+pub use askee_core::portal::{
+    ChoiceRequest, SESSION_HEADER, SessionError, check_choice, parse_session,
+};
 /// How long a pairing (and the status session it becomes) lasts.
 pub const SESSION_LIFETIME_SECS: i64 = 30 * 60;
 /// Most pairings held at once; expired ones are dropped first.
@@ -54,14 +56,14 @@ const STATUS_ROWS: u32 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PairingRequest {
+pub struct PortalPairingRequest {
     /// The pending manifest to review in the page; absent for a status-only
     /// session.
     pub manifest_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PairingResponse {
+pub struct PortalPairing {
     /// The session secret: 64 hex characters, held only by the volunteer.
     pub session: String,
     /// The page to open, with the secret in its fragment.
@@ -71,7 +73,7 @@ pub struct PairingResponse {
 
 /// A session as the page and the agent see it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SessionView {
+pub struct PortalSession {
     /// `review` (waiting for a choice), `chosen` (waiting for the agent's
     /// signature), `granted`, or `status` (a status-only session).
     pub state: String,
@@ -86,7 +88,7 @@ pub struct SessionView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct SessionQuery {
+pub struct PortalSessionQuery {
     /// Long-poll: hold the request up to this many seconds (at most 50) and
     /// answer as soon as the session's state differs from `seen`.
     pub wait: Option<u64>,
@@ -103,7 +105,7 @@ pub struct PortalRevokeRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TokenView {
+pub struct PortalToken {
     pub token_id: String,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -112,7 +114,7 @@ pub struct TokenView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct GrantView {
+pub struct PortalGrant {
     pub grant_id: String,
     pub manifest_id: String,
     pub granted_at: i64,
@@ -121,12 +123,12 @@ pub struct GrantView {
     pub revoke_reason: Option<String>,
     pub revoked_by: Option<String>,
     pub permissions: Option<Permissions>,
-    pub tokens: Vec<TokenView>,
+    pub tokens: Vec<PortalToken>,
 }
 
 /// What the coordinator knows of the node from its heartbeats.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct UsageView {
+pub struct PortalUsage {
     /// `active`, `offline`, `byzantine` or `revoked`.
     pub state: String,
     /// From 0 to 1.
@@ -143,7 +145,7 @@ pub struct UsageView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TaskRunView {
+pub struct PortalTaskRun {
     pub task_id: String,
     pub task_type: String,
     /// `leased`, `reported`, `expired`, `failed` or `abandoned`.
@@ -154,7 +156,7 @@ pub struct TaskRunView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AuditView {
+pub struct PortalAuditEntry {
     pub index: u64,
     pub timestamp_ms: i64,
     pub kind: String,
@@ -162,13 +164,13 @@ pub struct AuditView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StatusResponse {
+pub struct PortalStatus {
     pub node_public_key: String,
     pub session_expires_at: i64,
-    pub grants: Vec<GrantView>,
-    pub usage: Option<UsageView>,
-    pub tasks: Vec<TaskRunView>,
-    pub audit: Vec<AuditView>,
+    pub grants: Vec<PortalGrant>,
+    pub usage: Option<PortalUsage>,
+    pub tasks: Vec<PortalTaskRun>,
+    pub audit: Vec<PortalAuditEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,12 +256,12 @@ fn pairing_of(state: &AppState, headers: &HeaderMap) -> ApiResult<(String, Pairi
     }
 }
 
-async fn view(state: &AppState, p: &Pairing) -> ApiResult<SessionView> {
+async fn view(state: &AppState, p: &Pairing) -> ApiResult<PortalSession> {
     let manifest = match &p.manifest_id {
         Some(id) => Some(consent::manifest(state, id).await?),
         None => None,
     };
-    Ok(SessionView {
+    Ok(PortalSession {
         state: p.state().into(),
         node_public_key: p.node_key.clone(),
         expires_at: p.expires_at,
@@ -271,17 +273,17 @@ async fn view(state: &AppState, p: &Pairing) -> ApiResult<SessionView> {
 }
 
 #[utoipa::path(post, path = "/v1/portal/pairings", tag = "portal",
-    request_body = PairingRequest,
+    request_body = PortalPairingRequest,
     security(("node_signature" = [])),
     responses(
-        (status = 201, body = PairingResponse, description = "the session secret and the page to open"),
+        (status = 201, body = PortalPairing, description = "the session secret and the page to open"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "the manifest is not pending"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn create_pairing(
     State(state): State<AppState>,
-    req: NodeSigned<PairingRequest>,
-) -> ApiResult<(StatusCode, Json<PairingResponse>)> {
+    req: NodeSigned<PortalPairingRequest>,
+) -> ApiResult<(StatusCode, Json<PortalPairing>)> {
     let now = state.clock.now();
     if let Some(id) = &req.body.manifest_id {
         let inv = state
@@ -343,7 +345,7 @@ async fn create_pairing(
     );
     Ok((
         StatusCode::CREATED,
-        Json(PairingResponse {
+        Json(PortalPairing {
             session: secret,
             url,
             expires_at,
@@ -352,16 +354,16 @@ async fn create_pairing(
 }
 
 #[utoipa::path(get, path = "/v1/portal/session", tag = "portal",
-    params(SessionQuery),
+    params(PortalSessionQuery),
     security(("portal_session" = [])),
     responses(
-        (status = 200, body = SessionView),
+        (status = 200, body = PortalSession),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "missing, malformed, unknown or expired session")))]
 async fn get_session(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<SessionQuery>,
-) -> ApiResult<Json<SessionView>> {
+    ApiQuery(q): ApiQuery<PortalSessionQuery>,
+) -> ApiResult<Json<PortalSession>> {
     let wait = Duration::from_secs(q.wait.unwrap_or(0))
         .min(MAX_SESSION_WAIT)
         .min(state.config.max_watch);
@@ -383,7 +385,7 @@ async fn get_session(
     request_body = ChoiceRequest,
     security(("portal_session" = [])),
     responses(
-        (status = 200, body = SessionView, description = "the choice is recorded; the agent signs it next"),
+        (status = 200, body = PortalSession, description = "the choice is recorded; the agent signs it next"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "a choice was already made, or nothing is to be granted"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "a limit is wider than proposed; `errors` names the field")))]
@@ -391,7 +393,7 @@ async fn post_choice(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(choice): ApiJson<ChoiceRequest>,
-) -> ApiResult<Json<SessionView>> {
+) -> ApiResult<Json<PortalSession>> {
     let (key, p) = pairing_of(&state, &headers)?;
     let Some(manifest_id) = &p.manifest_id else {
         return Err(ApiError::conflict("this session only shows status"));
@@ -523,12 +525,12 @@ async fn post_grant(
 #[utoipa::path(get, path = "/v1/portal/status", tag = "portal",
     security(("portal_session" = [])),
     responses(
-        (status = 200, body = StatusResponse, description = "the volunteer's tokens, usage, tasks and audit trail"),
+        (status = 200, body = PortalStatus, description = "the volunteer's tokens, usage, tasks and audit trail"),
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_status(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> ApiResult<Json<StatusResponse>> {
+) -> ApiResult<Json<PortalStatus>> {
     let (_, p) = pairing_of(&state, &headers)?;
     let node_key = &p.node_key;
     let now = state.clock.now();
@@ -539,7 +541,7 @@ async fn get_status(
             .tokens_of_grant(&g.grant_id)
             .await?
             .into_iter()
-            .map(|t| TokenView {
+            .map(|t| PortalToken {
                 status: if g.revoked_at.is_some() {
                     "revoked"
                 } else if now >= t.expires_at {
@@ -553,7 +555,7 @@ async fn get_status(
                 expires_at: t.expires_at,
             })
             .collect();
-        grants.push(GrantView {
+        grants.push(PortalGrant {
             permissions: serde_json::from_str(&g.permissions_json).ok(),
             grant_id: g.grant_id,
             manifest_id: g.manifest_id,
@@ -569,7 +571,7 @@ async fn get_status(
     let dash = state.store.dashboard();
     let assignments = dash.assignments_of_node(node_key, STATUS_ROWS).await?;
     let running = assignments.iter().filter(|a| a.state == "leased").count() as u64;
-    let usage = state.store.node(node_key).await?.map(|n| UsageView {
+    let usage = state.store.node(node_key).await?.map(|n| PortalUsage {
         state: n.state.as_str().into(),
         reputation: f64::from(n.reputation_micros) / 1e6,
         last_heartbeat: n.last_heartbeat,
@@ -583,7 +585,7 @@ async fn get_status(
     });
     let tasks = assignments
         .into_iter()
-        .map(|a| TaskRunView {
+        .map(|a| PortalTaskRun {
             task_id: a.task_id,
             task_type: a.task_type,
             state: a.state,
@@ -596,7 +598,7 @@ async fn get_status(
         .audit_of_subject(node_key, STATUS_ROWS)
         .await?
         .into_iter()
-        .map(|e| AuditView {
+        .map(|e| PortalAuditEntry {
             // The leaf body is `{"data":…,"index":…,…}`; show its data.
             data: serde_json::from_str::<serde_json::Value>(&e.body)
                 .map(|v| v.get("data").cloned().unwrap_or(serde_json::Value::Null))
@@ -606,7 +608,7 @@ async fn get_status(
             kind: e.kind,
         })
         .collect();
-    Ok(Json(StatusResponse {
+    Ok(Json(PortalStatus {
         node_public_key: node_key.clone(),
         session_expires_at: p.expires_at,
         grants,

@@ -3,10 +3,10 @@
 //! at `/dashboard`. Plain HTML, CSS and JavaScript; no third-party code, no
 //! inline scripts (the content security policy forbids them).
 
+use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::state::AppState;
 
@@ -26,8 +26,14 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -44,7 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route("/portal", get(|| async { page(HTML, PORTAL_HTML) }))
         .route("/dashboard", get(|| async { page(HTML, DASHBOARD_HTML) }))
         .route("/web/portal.js", get(|| async { page(JS, PORTAL_JS) }))
-        .route("/web/dashboard.js", get(|| async { page(JS, DASHBOARD_JS) }))
+        .route(
+            "/web/dashboard.js",
+            get(|| async { page(JS, DASHBOARD_JS) }),
+        )
         .route("/web/common.js", get(|| async { page(JS, COMMON_JS) }))
         .route(
             "/web/style.css",

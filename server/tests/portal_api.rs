@@ -21,7 +21,11 @@ const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
 async fn pair(s: &TestServer, n: &SigningKey, manifest_id: Option<&str>) -> String {
     let r = s
-        .signed(n, "/v1/portal/pairings", &json!({ "manifest_id": manifest_id }))
+        .signed(
+            n,
+            "/v1/portal/pairings",
+            &json!({ "manifest_id": manifest_id }),
+        )
         .await
         .expect(StatusCode::CREATED);
     let secret = r["session"].as_str().unwrap().to_owned();
@@ -148,7 +152,10 @@ async fn pair_choose_grant_revoke(backend: Backend) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(waited["state"], "chosen");
-    assert_eq!(waited["choice"]["permissions"], serde_json::to_value(&chosen).unwrap());
+    assert_eq!(
+        waited["choice"]["permissions"],
+        serde_json::to_value(&chosen).unwrap()
+    );
 
     // What a page could send: the statement with a forged signature.
     let mut forged = signing::sign_grant(&volunteer, &st);
@@ -238,7 +245,13 @@ async fn pair_choose_grant_revoke(backend: Backend) {
         .iter()
         .map(|a| a["kind"].as_str().unwrap())
         .collect();
-    for kind in ["invitation.create", "portal.pair", "portal.choice", "consent.grant", "token.issue"] {
+    for kind in [
+        "invitation.create",
+        "portal.pair",
+        "portal.choice",
+        "consent.grant",
+        "token.issue",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     assert!(status["usage"].is_null(), "not registered yet");
@@ -274,7 +287,10 @@ async fn sessions_are_refused(backend: Backend) {
     let m = s.join(&volunteer).await;
     let id = m.manifest.manifest_id.clone();
 
-    let p = s.get("/v1/portal/session").await.problem(StatusCode::UNAUTHORIZED);
+    let p = s
+        .get("/v1/portal/session")
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     assert_eq!(p["reason"], "bad_session");
     let p = get_with(&s, "/v1/portal/session", "not-hex")
         .await
@@ -294,11 +310,19 @@ async fn sessions_are_refused(backend: Backend) {
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), vec!["manifest_id".to_owned()]);
-    s.signed(&volunteer, "/v1/portal/pairings", &json!({"manifest_id": "nope"}))
-        .await
-        .problem(StatusCode::NOT_FOUND);
+    s.signed(
+        &volunteer,
+        "/v1/portal/pairings",
+        &json!({"manifest_id": "nope"}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
     let p = s
-        .signed(&volunteer, "/v1/portal/pairings", &json!({"manifest_id": id, "extra": 1}))
+        .signed(
+            &volunteer,
+            "/v1/portal/pairings",
+            &json!({"manifest_id": id, "extra": 1}),
+        )
         .await;
     assert!(p.status.is_client_error(), "{}", p.body);
 
@@ -419,9 +443,13 @@ async fn register(s: &TestServer, n: &SigningKey) {
         profile,
         attestation: att,
     };
-    s.signed(n, "/v1/nodes/register", &serde_json::to_value(&reg).unwrap())
-        .await
-        .expect(StatusCode::OK);
+    s.signed(
+        n,
+        "/v1/nodes/register",
+        &serde_json::to_value(&reg).unwrap(),
+    )
+    .await
+    .expect(StatusCode::OK);
 }
 
 /// One bootstrapping challenge (f = 0, a known answer) leased and answered.

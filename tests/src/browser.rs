@@ -112,7 +112,10 @@ impl Browser {
             .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         let status = resp.status();
         let v: Value = resp.json().await.expect("webdriver answers json");
-        assert!(status.is_success(), "webdriver {method} {path}: {status} {v}");
+        assert!(
+            status.is_success(),
+            "webdriver {method} {path}: {status} {v}"
+        );
         v["value"].clone()
     }
 
@@ -234,7 +237,10 @@ impl Browser {
                 let text = self
                     .eval("return document.body.innerText;", json!([]))
                     .await;
-                panic!("timed out waiting for {what}; the page says:\n{}", text.as_str().unwrap_or(""));
+                panic!(
+                    "timed out waiting for {what}; the page says:\n{}",
+                    text.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -297,7 +303,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         let v = val(c).expect("screenshot is standard base64");
         acc = (acc << 6) | v;
         bits += 6;

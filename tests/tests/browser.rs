@@ -115,11 +115,9 @@ async fn portal_and_dashboard_in_a_real_browser() {
 
     // The agent opens a pairing and waits for the volunteer's choice.
     let portal = PortalCommand::start(&home);
-    let url = wait_for(
-        "the portal link",
-        Duration::from_secs(30),
-        async || portal.url(),
-    )
+    let url = wait_for("the portal link", Duration::from_secs(30), async || {
+        portal.url()
+    })
     .await;
     assert!(url.starts_with(&format!("{base}/portal#")), "{url}");
     let secret = url.rsplit('#').next().unwrap().to_owned();
@@ -158,19 +156,28 @@ async fn portal_and_dashboard_in_a_real_browser() {
 
     // Keyboard only. Narrow the task types: drop ml-training if offered.
     let proposed_cpu = b
-        .eval("return Number(document.getElementById('cpu_percent').max);", json!([]))
+        .eval(
+            "return Number(document.getElementById('cpu_percent').max);",
+            json!([]),
+        )
         .await
         .as_u64()
         .unwrap();
     let has_ml = b
-        .eval("return document.getElementById('type-ml-training') !== null;", json!([]))
+        .eval(
+            "return document.getElementById('type-ml-training') !== null;",
+            json!([]),
+        )
         .await
         == json!(true);
     if has_ml {
         b.tab_to("#type-ml-training", 40).await;
         b.keys(&[SPACE]).await;
         let checked = b
-            .eval("return document.getElementById('type-ml-training').checked;", json!([]))
+            .eval(
+                "return document.getElementById('type-ml-training').checked;",
+                json!([]),
+            )
             .await;
         assert_eq!(checked, json!(false), "Space unchecks the focused box");
     }
@@ -188,7 +195,11 @@ async fn portal_and_dashboard_in_a_real_browser() {
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(b.focused_id().await, "cpu_percent", "focus goes to the bad field");
+    assert_eq!(
+        b.focused_id().await,
+        "cpu_percent",
+        "focus goes to the bad field"
+    );
     let shot = b.screenshot("portal-too-wide.png").await;
     assert_png(&shot);
     // Nothing reached the server: the session is still waiting for a choice.
@@ -216,9 +227,15 @@ async fn portal_and_dashboard_in_a_real_browser() {
         },
     )
     .await;
-    assert!(out.contains("You chose in the portal: at most 20% of your CPU"), "{out}");
+    assert!(
+        out.contains("You chose in the portal: at most 20% of your CPU"),
+        "{out}"
+    );
     if has_ml {
-        assert!(!out.contains("ml-training"), "the choice dropped ml-training: {out}");
+        assert!(
+            !out.contains("ml-training"),
+            "the choice dropped ml-training: {out}"
+        );
     }
     let state: Value =
         serde_json::from_slice(&std::fs::read(home.join("state.json")).unwrap()).unwrap();
@@ -226,9 +243,15 @@ async fn portal_and_dashboard_in_a_real_browser() {
         .as_str()
         .expect("the agent saved its token")
         .to_owned();
-    assert_eq!(state["token"]["payload"]["permissions"]["resources"]["cpu_percent_max"], 20);
+    assert_eq!(
+        state["token"]["payload"]["permissions"]["resources"]["cpu_percent_max"],
+        20
+    );
     let text = b.text().await;
-    assert!(text.contains(&token_id) && text.contains("active"), "{text}");
+    assert!(
+        text.contains(&token_id) && text.contains("active"),
+        "{text}"
+    );
     let shot = b.screenshot("portal-granted.png").await;
     assert_png(&shot);
 
@@ -253,7 +276,10 @@ async fn portal_and_dashboard_in_a_real_browser() {
         .iter()
         .map(|s| s.as_u64().unwrap())
         .collect();
-    assert!(statuses.iter().all(|s| (400..500).contains(s)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| (400..500).contains(s)),
+        "{statuses:?}"
+    );
     let grants = b
         .eval_async(
             "const done = arguments[arguments.length - 1];
@@ -267,7 +293,11 @@ async fn portal_and_dashboard_in_a_real_browser() {
     // The agent works under the grant; a challenge task runs through it.
     let mut agent = AgentProcess::start(&home, &["--when", "always"]);
     let input = "portal challenge\n";
-    let known = hex::encode(askee_sandbox::digest::result_digest(0, input.as_bytes(), &[]));
+    let known = hex::encode(askee_sandbox::digest::result_digest(
+        0,
+        input.as_bytes(),
+        &[],
+    ));
     let task_id = submit(
         &api,
         &op,
@@ -275,10 +305,14 @@ async fn portal_and_dashboard_in_a_real_browser() {
         Some(known),
     )
     .await;
-    let t = wait_for("the task to be verified", Duration::from_secs(120), async || {
-        let t = task(&api, &op, &task_id).await;
-        (t["state"] != "pending").then_some(t)
-    })
+    let t = wait_for(
+        "the task to be verified",
+        Duration::from_secs(120),
+        async || {
+            let t = task(&api, &op, &task_id).await;
+            (t["state"] != "pending").then_some(t)
+        },
+    )
     .await;
     assert_eq!(t["state"], "verified", "{t}\n{}", agent.log());
 
@@ -312,8 +346,19 @@ async fn portal_and_dashboard_in_a_real_browser() {
     )
     .await;
     let text = b.text().await;
-    for words in ["Nodes", "Tasks", "Discovery queue", "Audit checkpoints", "Reputation", "Throughput", "active"] {
-        assert!(text.contains(words), "the dashboard lacks {words:?}:\n{text}");
+    for words in [
+        "Nodes",
+        "Tasks",
+        "Discovery queue",
+        "Audit checkpoints",
+        "Reputation",
+        "Throughput",
+        "active",
+    ] {
+        assert!(
+            text.contains(words),
+            "the dashboard lacks {words:?}:\n{text}"
+        );
     }
     let shot = b.screenshot("dashboard.png").await;
     assert_png(&shot);
@@ -348,13 +393,17 @@ async fn portal_and_dashboard_in_a_real_browser() {
     assert_png(&shot);
 
     // The agent learns at once through its revocation long-poll.
-    wait_for("the agent to stop work", Duration::from_secs(10), async || {
-        agent
-            .journal()
-            .iter()
-            .any(|e| e["kind"] == "work.stopped")
-            .then_some(())
-    })
+    wait_for(
+        "the agent to stop work",
+        Duration::from_secs(10),
+        async || {
+            agent
+                .journal()
+                .iter()
+                .any(|e| e["kind"] == "work.stopped")
+                .then_some(())
+        },
+    )
     .await;
     let status: Value = reqwest::get(format!("{base}/revoke/{token_id}"))
         .await
