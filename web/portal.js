@@ -301,7 +301,7 @@
     const s = r.body;
     if (s.state === "review") {
       say("Read what is asked, choose your limits, then grant.");
-      show(review(s.manifest), chooseForm(s));
+      show(review(s.manifest), chooseForm(s.manifest));
     } else if (s.state === "chosen") {
       waitForAgent();
     } else {
