@@ -567,7 +567,7 @@ async fn get_status(
             tokens,
         });
     }
-    grants.sort_by(|a, b| b.granted_at.cmp(&a.granted_at));
+    grants.sort_by_key(|g| std::cmp::Reverse(g.granted_at));
     let dash = state.store.dashboard();
     let assignments = dash.assignments_of_node(node_key, STATUS_ROWS).await?;
     let running = assignments.iter().filter(|a| a.state == "leased").count() as u64;
