@@ -175,6 +175,36 @@ impl Coordinator {
         Self::send(&url, self.http.get(&url).timeout(wait + REQUEST_TIMEOUT)).await
     }
 
+    /// A GET with extra headers (the portal session), held open up to `wait`.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        wait: std::time::Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).timeout(wait + REQUEST_TIMEOUT);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::send(&url, req).await
+    }
+
+    /// A JSON POST with extra headers (the portal session).
+    pub async fn post_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.post(&url).timeout(REQUEST_TIMEOUT).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::send(&url, req).await
+    }
+
     /// GETs raw bytes, refusing bodies over `cap` bytes (announced or read).
     pub async fn get_bytes(&self, path: &str, cap: u64) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);

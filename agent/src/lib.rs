@@ -11,6 +11,7 @@ pub mod home;
 pub mod idle;
 pub mod interference;
 pub mod journal;
+pub mod portal;
 pub mod profile;
 pub mod runner;
 pub mod signal;

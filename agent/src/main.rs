@@ -155,6 +155,11 @@ enum ConsentCommand {
     /// Grant consent, signed with the node key. Asks for confirmation; a
     /// scripted install passes --yes and must then give every limit.
     Grant(GrantArgs),
+    /// Review and choose your limits in the browser: prints a one-time link
+    /// to the coordinator's consent portal, then signs what you choose there
+    /// with the node key (the page alone cannot grant). After a grant, the
+    /// link opens your status page (tokens, usage, tasks, audit, revoke).
+    Portal,
 }
 
 #[derive(Args)]
@@ -255,6 +260,33 @@ fn chosen(args: &GrantArgs, proposed: &Permissions) -> anyhow::Result<Permission
         );
     }
     Ok(p)
+}
+
+/// Prints, journals and saves a grant the coordinator accepted.
+fn save_grant(home: &Home, state: &mut State, resp: &Value, via: &str) -> anyhow::Result<()> {
+    let token: ConsentToken = serde_json::from_value(resp["consent_token"].clone())?;
+    println!(
+        "consent granted: token {} valid until {} (renewed under grant {})",
+        token.payload.token_id, token.payload.expires_at, resp["grant_id"]
+    );
+    println!("revoke any time with `askee-agent revoke`");
+    journal(home)?.append(
+        "consent.grant",
+        json!({
+            "grant_id": resp["grant_id"],
+            "token_id": token.payload.token_id,
+            "expires_at": token.payload.expires_at,
+            "limits": words::limits(&token.payload.permissions),
+            "via": via,
+        }),
+    )?;
+    state.grant_id = resp["grant_id"].as_str().map(str::to_owned);
+    state.revocation_certificate = Some(serde_json::from_value(
+        resp["revocation_certificate"].clone(),
+    )?);
+    state.token = Some(token);
+    home.save(state)?;
+    Ok(())
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {
@@ -365,27 +397,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let signed = signing::sign_grant(&home.key()?, &statement);
             let resp: Value = client.post("/v1/grants", &signed).await?;
-            let token: ConsentToken = serde_json::from_value(resp["consent_token"].clone())?;
+            save_grant(&home, &mut state, &resp, "cli")?;
+        }
+        Command::Consent {
+            command: ConsentCommand::Portal,
+        } => {
+            let mut state = home.state()?;
+            let client = coordinator(&home, &state)?;
+            // A manifest still pending is reviewed and granted in the page;
+            // otherwise the link opens the status page only.
+            let mut pending = None;
+            if let Some(m) = state.manifest.clone() {
+                let at: Value = client
+                    .get(&format!("/v1/manifests/{}", m.manifest_id))
+                    .await?;
+                if at["state"].as_str() == Some("pending") {
+                    pending = Some(m);
+                }
+            }
+            let pairing = askee_agent::portal::pair(
+                &client,
+                pending.as_ref().map(|m| m.manifest_id.as_str()),
+            )
+            .await?;
             println!(
-                "consent granted: token {} valid until {} (renewed under grant {})",
-                token.payload.token_id, token.payload.expires_at, resp["grant_id"]
+                "Open this link in your browser (keep it private: it shows your status and can revoke):"
             );
-            println!("revoke any time with `askee-agent revoke`");
-            journal(&home)?.append(
-                "consent.grant",
-                json!({
-                    "grant_id": resp["grant_id"],
-                    "token_id": token.payload.token_id,
-                    "expires_at": token.payload.expires_at,
-                    "limits": words::limits(&token.payload.permissions),
-                }),
-            )?;
-            state.grant_id = resp["grant_id"].as_str().map(str::to_owned);
-            state.revocation_certificate = Some(serde_json::from_value(
-                resp["revocation_certificate"].clone(),
-            )?);
-            state.token = Some(token);
-            home.save(&state)?;
+            println!("{}", pairing.url);
+            let Some(m) = pending else {
+                println!(
+                    "nothing is waiting for consent; the link shows your status and lets you revoke"
+                );
+                return Ok(());
+            };
+            println!("waiting for your choice in the page…");
+            std::io::stdout().flush()?;
+            let choice = askee_agent::portal::wait_for_choice(&client, &pairing, &m, now).await?;
+            println!(
+                "You chose in the portal: {}; until {} (unix time).",
+                words::limits(&choice.permissions),
+                choice.grant_expires_at
+            );
+            println!("signing the grant with this node's key…");
+            let resp = askee_agent::portal::sign_and_submit(
+                &client,
+                &home.key()?,
+                &pairing,
+                &m,
+                &choice,
+                now(),
+            )
+            .await?;
+            save_grant(&home, &mut state, &resp, "portal")?;
         }
         Command::Status => {
             let state = home.state()?;

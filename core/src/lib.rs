@@ -11,6 +11,7 @@ pub mod coord;
 pub mod idle;
 pub mod merkle;
 pub mod note;
+pub mod portal;
 pub mod release;
 pub mod rules;
 pub mod signal;

@@ -372,6 +372,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/audit/proof/consistency", get(audit_consistency))
         .merge(crate::coord::routes())
         .merge(crate::discovery::api::routes())
+        .merge(crate::portal::routes())
+        .merge(crate::dashboard::routes())
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -383,6 +386,7 @@ pub fn routes(state: AppState) -> Router {
 pub fn watch_routes(state: AppState) -> Router {
     Router::new()
         .route("/revoke/{token_id}", get(revocation_status))
+        .merge(crate::portal::watch_routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -443,6 +447,8 @@ pub fn openapi_document() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(<crate::coord::CoordApiDoc as OpenApi>::openapi());
     doc.merge(crate::discovery::api::DiscoveryApi::openapi());
+    doc.merge(crate::portal::PortalApi::openapi());
+    doc.merge(crate::dashboard::DashboardApi::openapi());
     let mut s = doc.to_pretty_json().expect("openapi serialises");
     s.push('\n');
     s

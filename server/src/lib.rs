@@ -6,15 +6,18 @@ pub mod audit;
 pub mod config;
 pub mod consent;
 pub mod coord;
+pub mod dashboard;
 pub mod discovery;
 pub mod extract;
 pub mod keys;
 pub mod limit;
 pub mod metrics;
+pub mod portal;
 pub mod problem;
 pub mod release;
 pub mod state;
 pub mod store;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +76,7 @@ pub fn state(
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
         revocations: Arc::new(tokio::sync::watch::Sender::new(0)),
+        portal: Arc::new(portal::Pairings::default()),
     })
 }
 

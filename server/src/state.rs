@@ -46,4 +46,6 @@ pub struct AppState {
     /// the revocation URL wake at once; revocations made by another server
     /// process sharing the database are seen by the long-poll's own re-check.
     pub revocations: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The consent portal's one-time pairings (in this process's memory).
+    pub portal: Arc<crate::portal::Pairings>,
 }

@@ -1,6 +1,7 @@
 //! Shared test harness: golden files through one [`check`] helper, free
 //! ports, and a throwaway PostgreSQL cluster per test.
 
+pub mod browser;
 pub mod dns;
 pub mod pg;
 pub mod process;

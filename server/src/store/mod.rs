@@ -10,6 +10,7 @@ use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
 pub mod coord;
+pub mod dashboard;
 pub mod discovery;
 mod sql;
 
@@ -188,6 +189,9 @@ pub trait Store: CoordinatorStore + Send + Sync + 'static {
 
     /// The discovery crawler's queue and verified signals.
     fn discovery(&self) -> &dyn discovery::DiscoveryStore;
+
+    /// Read-only views for the dashboard and the volunteer's status page.
+    fn dashboard(&self) -> &dyn dashboard::DashboardStore;
 
     /// Answers when the database is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

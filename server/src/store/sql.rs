@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
+mod dashboard;
 mod discovery;
 
 use super::{
@@ -390,6 +391,10 @@ impl Store for SqlStore {
     }
 
     fn discovery(&self) -> &dyn super::discovery::DiscoveryStore {
+        self
+    }
+
+    fn dashboard(&self) -> &dyn super::dashboard::DashboardStore {
         self
     }
 
