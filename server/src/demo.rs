@@ -538,7 +538,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         }
     };
     println!(
-        "\ndone in {:.0} s. The server is at {url}\n  operator credential: {}\n  try: curl -H \"authorization: Bearer $(cat {})\" {url}/v1/reputation\n  also {url}/v1/audit/checkpoint and {url}/openapi.json",
+        "\ndone in {:.0} s. The server is at {url}\n  operator dashboard: {url}/dashboard (paste the operator credential from {})\n  try: curl -H \"authorization: Bearer $(cat {})\" {url}/v1/reputation\n  also {url}/v1/audit/checkpoint and {url}/openapi.json",
         started.elapsed().as_secs_f64(),
         dir.join("operator.credential").display(),
         dir.join("operator.credential").display(),

@@ -181,4 +181,5 @@ fn the_demo_verifies_the_example_tasks_and_excludes_the_byzantine_node() {
     assert_eq!(nodes.iter().filter(|n| n["byzantine"] == true).count(), 1);
     assert!(stdout.contains("verified results"), "{stdout}");
     assert!(stdout.contains("consent grant --yes"), "{stdout}");
+    assert!(stdout.contains("operator dashboard: http://"), "{stdout}");
 }
