@@ -529,11 +529,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 askee_agent::update::Applied::Installed { release, sha256 } => {
                     println!(
-                        "installed {} ({}, sha256 {sha256}) as {}; the previous binary is kept as .prev; \
+                        "installed {} ({} and {}, agent sha256 {sha256}) as {}; the previous version is kept; \
                          restart the agent to run it",
                         release.version,
                         release.name,
-                        updater.settings().binary.display()
+                        release.worker_name(),
+                        updater.settings().layout.binary().display()
                     );
                 }
             }
@@ -568,7 +569,7 @@ fn update_settings(
     Ok(askee_agent::update::Settings {
         repository,
         trusted_root,
-        binary: askee_agent::update::current_binary()?,
+        layout: askee_agent::update::Layout::of_running()?,
         platform: askee_core::release::host_platform(),
     })
 }
@@ -585,11 +586,14 @@ fn updater(home: &Home, args: &UpdateArgs) -> anyhow::Result<askee_agent::update
 }
 
 /// `self-check`: this binary runs, knows its version and can probe the
-/// sandbox; the worker it needs is beside it.
+/// sandbox; the worker beside it runs and speaks this agent's protocol
+/// version.
 fn self_check() -> anyhow::Result<()> {
     let worker = askee_agent::interference::default_worker();
     let probe = askee_sandbox::probe();
-    let ok = worker.exists();
+    let expected = askee_sandbox::proto::PROTOCOL_VERSION;
+    let answer = worker_protocol(&worker);
+    let ok = answer.as_ref().is_ok_and(|v| *v == expected);
     println!(
         "{}",
         json!({
@@ -598,13 +602,42 @@ fn self_check() -> anyhow::Result<()> {
             "platform": askee_core::release::host_platform(),
             "worker": worker,
             "worker_present": worker.exists(),
+            "worker_protocol": answer.as_ref().ok(),
+            "protocol": expected,
             "sandbox": probe,
         })
     );
-    if !ok {
-        bail!("the sandbox worker {} is missing", worker.display());
+    match answer {
+        Err(e) => bail!(
+            "the sandbox worker {} does not answer: {e}",
+            worker.display()
+        ),
+        Ok(v) if v != expected => bail!(
+            "the sandbox worker {} speaks protocol {v}, this agent {expected}",
+            worker.display()
+        ),
+        Ok(_) => Ok(()),
     }
-    Ok(())
+}
+
+/// Asks `worker --protocol-version` (the caller's own time limit bounds it).
+fn worker_protocol(worker: &std::path::Path) -> anyhow::Result<u32> {
+    let out = std::process::Command::new(worker)
+        .arg(askee_sandbox::proto::PROTOCOL_VERSION_FLAG)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", worker.display()))?;
+    if !out.status.success() {
+        bail!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("answered {:?}, not a protocol version", text.trim()))
 }
 
 async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
@@ -614,9 +647,11 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     use askee_agent::update::{self, StartVerdict};
     use askee_agent::yielder::TaskSet;
 
-    // Captured before anything can rename the binary.
+    // Captured before anything can switch the installed version.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let binary = update::current_binary()?;
+    // Outside a versioned layout (a development build) nothing is updated.
+    let layout = update::Layout::of_binary(&binary).ok();
     let home_dir = home.dir().to_owned();
     std::fs::create_dir_all(home.dir())
         .with_context(|| format!("create {}", home.dir().display()))?;
@@ -625,9 +660,11 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     let journal = std::sync::Arc::new(askee_agent::journal::Journal::open(
         &home.dir().join(askee_agent::journal::JOURNAL_FILE),
     )?);
-    if update::on_start(home.dir(), &binary, &journal)? == StartVerdict::RolledBack {
+    if update::on_start(home.dir(), layout.as_ref(), &journal)? == StartVerdict::RolledBack
+        && let Some(layout) = &layout
+    {
         drop(_lock);
-        return Err(update::restart(&binary, &argv).into());
+        return Err(update::restart(&layout.binary(), &argv).into());
     }
     let profile = askee_agent::profile::assess(home.dir())?;
     let tasks = TaskSet::new();
@@ -666,8 +703,14 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
             byzantine_corrupt_results: args.byzantine_corrupt_results,
         },
     )?;
-    update::confirm(&home_dir, &binary, &journal)?;
+    update::confirm(&home_dir, layout.as_ref(), &journal)?;
     let _updates = if config.update.repository.is_some() && config.update.check_interval_secs > 0 {
+        if layout.is_none() {
+            tracing::warn!(
+                binary = %binary.display(),
+                "updates are configured but this agent is not installed in a versioned layout; not checking"
+            );
+        }
         let settings = update_settings(&home_dir, &config, None)?;
         let updater = update::Updater::new(&home_dir, settings, journal.clone());
         let (slots, count) = runner.slots();
