@@ -100,6 +100,18 @@ enum UpdateCommand {
     Apply(UpdateArgs),
     /// Show the installed, pending and refused releases.
     Status,
+    /// Turn updates on: copy the repository's trusted root into the home
+    /// (`update-root.json`) and write the `[update]` settings to
+    /// config.toml (the installer's `--update-repo` / `--trusted-root`).
+    Configure {
+        /// Release repository base URL, e.g. https://coordinator.example/tuf.
+        #[arg(long)]
+        repository: String,
+        /// The repository's root metadata (`metadata/1.root.json` from
+        /// `askee-server release init`), obtained out of band.
+        #[arg(long)]
+        trusted_root: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -502,6 +514,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
         Command::Update {
+            command:
+                UpdateCommand::Configure {
+                    repository,
+                    trusted_root,
+                },
+        } => configure_updates(home.dir(), repository, trusted_root)?,
+        Command::Update {
             command: UpdateCommand::Check(args),
         } => {
             let updater = updater(&home, args)?;
@@ -572,6 +591,54 @@ fn update_settings(
         layout: askee_agent::update::Layout::of_running()?,
         platform: askee_core::release::host_platform(),
     })
+}
+
+/// The trusted root's file name in the home.
+const TRUSTED_ROOT_FILE: &str = "update-root.json";
+
+/// `update configure`.
+fn configure_updates(
+    home: &std::path::Path,
+    repository: &str,
+    trusted_root: &std::path::Path,
+) -> anyhow::Result<()> {
+    let url = url::Url::parse(repository)
+        .with_context(|| format!("--repository {repository:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("--repository must be an http(s) URL, got {repository:?}");
+    }
+    let bytes = std::fs::read(trusted_root)
+        .with_context(|| format!("read the trusted root {}", trusted_root.display()))?;
+    let root: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", trusted_root.display()))?;
+    if root["signed"]["_type"] != "root" || !root["signed"]["version"].is_u64() {
+        bail!(
+            "{} is not TUF root metadata (signed._type \"root\" with a version)",
+            trusted_root.display()
+        );
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
+    // Idempotent: files are rewritten only when they change.
+    let dest = home.join(TRUSTED_ROOT_FILE);
+    if std::fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
+        let tmp = home.join(format!(".{TRUSTED_ROOT_FILE}.tmp"));
+        std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dest).with_context(|| format!("write {}", dest.display()))?;
+    }
+    let mut config = Config::load(home)?;
+    let before = config.clone();
+    config.update.repository = Some(repository.to_owned());
+    config.update.trusted_root = Some(PathBuf::from(TRUSTED_ROOT_FILE));
+    if config != before || !Config::path(home).exists() {
+        config.save(home)?;
+    }
+    println!(
+        "updates on: {repository}, trusted root version {} in {}, checked every {} s",
+        root["signed"]["version"],
+        dest.display(),
+        config.update.check_interval_secs
+    );
+    Ok(())
 }
 
 fn updater(home: &Home, args: &UpdateArgs) -> anyhow::Result<askee_agent::update::Updater> {
