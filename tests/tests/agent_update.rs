@@ -362,7 +362,7 @@ fn apply_refuses_a_tampered_binary_then_installs_and_rolls_back_a_broken_release
         "does not match its signed length and hash",
         &f.original.clone(),
     );
-    assert_eq!(f.versions(), [f.first.clone()]);
+    assert_eq!(f.versions(), std::slice::from_ref(&f.first));
     std::fs::write(&file, &good).unwrap();
     // So is a tampered worker: neither binary is installed.
     let wfile = target_file(
