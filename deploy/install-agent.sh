@@ -177,8 +177,16 @@ chmod 0755 "$version_dir"
 install_file "$bin_dir/askee-agent" "$version_dir/askee-agent" 0755
 install_file "$bin_dir/askee-agent-worker" "$version_dir/askee-agent-worker" 0755
 # Switch current with one rename of a new symlink (a running agent keeps
-# its binaries; the next start gets this version).
-if [ "$(readlink "$root$install_dir/current" 2>/dev/null || true)" != "versions/$version" ]; then
+# its binaries; the next start gets this version), unless the agent already
+# updated itself to a newer version: a re-run never downgrades it.
+current_link=$(readlink "$root$install_dir/current" 2>/dev/null || true)
+current_version=${current_link#versions/}
+if [ -n "$current_link" ] && [ "$current_version" != "$version" ] &&
+    [[ "$current_version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] &&
+    [ -x "$root$install_dir/$current_link/askee-agent" ] &&
+    [ "$(printf '%s\n%s\n' "$version" "$current_version" | sort -V | tail -n 1)" = "$current_version" ]; then
+    echo "keeping the newer version $current_version the agent updated itself to (installed $version beside it)"
+elif [ "$current_link" != "versions/$version" ]; then
     ln -sfn "versions/$version" "$root$install_dir/.current.new.$$"
     mv -Tf "$root$install_dir/.current.new.$$" "$root$install_dir/current"
 fi

@@ -428,6 +428,18 @@ fn installs_update_settings_and_the_installed_agent_updates_itself() {
         &kept.join("askee-agent"),
         &bins.join("askee-agent")
     ));
+    // Running the installer again (say, for consent) does not downgrade.
+    let out = install(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("keeping the newer version 9.0.0"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_link(installed.join("current")).unwrap(),
+        Path::new("versions/9.0.0")
+    );
     server.kill();
 }
 
