@@ -771,13 +771,14 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
         },
     )?;
     update::confirm(&home_dir, layout.as_ref(), &journal)?;
-    let _updates = if config.update.repository.is_some() && config.update.check_interval_secs > 0 {
-        if layout.is_none() {
-            tracing::warn!(
-                binary = %binary.display(),
-                "updates are configured but this agent is not installed in a versioned layout; not checking"
-            );
-        }
+    let updates_on = config.update.repository.is_some() && config.update.check_interval_secs > 0;
+    if updates_on && layout.is_none() {
+        tracing::warn!(
+            binary = %binary.display(),
+            "updates are configured but this agent is not installed in a versioned layout; not checking"
+        );
+    }
+    let _updates = if updates_on && layout.is_some() {
         let settings = update_settings(&home_dir, &config, None)?;
         let updater = update::Updater::new(&home_dir, settings, journal.clone());
         let (slots, count) = runner.slots();

@@ -937,3 +937,61 @@ async fn the_daemon_waits_for_the_running_task_before_installing() {
     let log = std::fs::read_to_string(f.home.join("agent.log")).unwrap_or_default();
     assert_eq!(t["state"], "verified", "{t}\n{log}");
 }
+
+/// An agent outside a versioned layout (a development build run from
+/// target/) with updates configured still runs; it says why it does not
+/// check, and `update apply` refuses naming the layout.
+#[test]
+fn an_agent_outside_the_versioned_layout_runs_without_updating() {
+    let f = Fixture::new(&[]);
+    askee_testkit::work::consent(&f.home, &f.server.url());
+    f.write_config(1);
+    f.publish(&f.build("1.0.0"), "1.0.0", &[]);
+    let flat = binary("askee-agent");
+    let out = Command::new(&flat)
+        .args(["--home", s(&f.home), "update", "apply"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not installed in a versioned layout"),
+        "{err}"
+    );
+    let log_path = f.home.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = Daemon(
+        Command::new(&flat)
+            .args(["--home", s(&f.home), "run", "--when", "always"])
+            .env("ASKEE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(wait_for(
+        "the daemon to say it does not check",
+        Duration::from_secs(60),
+        async || {
+            // "running" is printed only once past the update set-up.
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            (log.contains("not installed in a versioned layout")
+                && log.contains("askee-agent running (pid"))
+            .then_some(())
+        },
+    ));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped");
+    assert!(
+        f.kinds().contains(&"agent.start".to_owned()),
+        "{:?}",
+        f.kinds()
+    );
+    assert!(
+        !f.kinds().iter().any(|k| k.starts_with("update.")),
+        "{:?}",
+        f.kinds()
+    );
+    assert!(f.installed() == f.original);
+}
