@@ -7,6 +7,8 @@
 #   deploy/install-agent.sh --coordinator https://coordinator.example.org
 #   deploy/install-agent.sh --no-consent                   # files only
 #   deploy/install-agent.sh --root /tmp/img --no-consent   # into a root dir
+#   deploy/install-agent.sh ... --update-repo https://coord.example/tuf \
+#       --trusted-root 1.root.json                         # signed self-update
 #
 # Run it again at any time: every step checks what is already there.
 set -euo pipefail
@@ -18,7 +20,9 @@ usage() {
     cat <<EOF
 usage: $prog [options]
 
-Installs askee-agent and askee-agent-worker, the askee system user, the
+Installs askee-agent and askee-agent-worker as one version in
+/var/lib/askee-agent (versions/<version>/ and the symlink current, which the
+agent may switch when it updates itself), the askee system user, the
 askee-agent systemd unit and the state directory /var/lib/askee, then runs
 \`askee-agent init\`, \`join\` and the consent review.
 
@@ -27,13 +31,19 @@ options:
                      no user is created on this host and nothing is started;
                      the user comes from DIR/usr/lib/sysusers.d/askee.conf
                      when DIR boots
-  --prefix DIR       installation prefix (default /usr/local): binaries go to
-                     PREFIX/bin
+  --prefix DIR       installation prefix (default /usr/local): PREFIX/bin gets
+                     a symlink askee-agent -> /var/lib/askee-agent/current/
+                     askee-agent for the command line
   --bin DIR          directory holding the built askee-agent and
                      askee-agent-worker (default: target/release of this
                      checkout)
   --coordinator URL  coordinator to join (https; http only to loopback)
   --no-consent       install only; print the next steps instead of joining
+  --update-repo URL  turn signed self-updates on from this TUF repository
+                     (askee-server serve --tuf-repo; e.g. URL/tuf); needs
+  --trusted-root F   the repository's root metadata (1.root.json from
+                     \`askee-server release init\`), obtained out of band.
+                     Without both, updates stay off.
   consent limits, passed to \`askee-agent consent grant\` (without a terminal
   all of them and --yes are required):
   --cpu-percent N  --ram-mb N  --storage-gb N  --bandwidth-mbps N
@@ -52,6 +62,8 @@ prefix="/usr/local"
 bin_dir="$script_dir/../target/release"
 coordinator=""
 no_consent=0
+update_repo=""
+trusted_root=""
 yes=0
 grant_args=()
 limits_given=()
@@ -67,6 +79,8 @@ while [ $# -gt 0 ]; do
         --bin) need_value "$@"; bin_dir="$2"; shift 2 ;;
         --coordinator) need_value "$@"; coordinator="$2"; shift 2 ;;
         --no-consent) no_consent=1; shift ;;
+        --update-repo) need_value "$@"; update_repo="$2"; shift 2 ;;
+        --trusted-root) need_value "$@"; trusted_root="$2"; shift 2 ;;
         --cpu-percent | --ram-mb | --storage-gb | --bandwidth-mbps | --task-types | --days)
             need_value "$@"
             grant_args+=("$1" "$2")
@@ -96,6 +110,19 @@ for b in askee-agent askee-agent-worker; do
     [ -f "$bin_dir/$b" ] && [ -x "$bin_dir/$b" ] ||
         die "$bin_dir/$b is missing or not executable (build with: cargo build --release -p askee-agent --bins)"
 done
+version=$("$bin_dir/askee-agent" --version 2>/dev/null | awk '{print $NF}') || true
+[[ "$version" =~ ^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$ ]] ||
+    die "$bin_dir/askee-agent --version does not report a MAJOR.MINOR.PATCH version (got '$version')"
+if [ -n "$update_repo" ] || [ -n "$trusted_root" ]; then
+    [ -n "$update_repo" ] && [ -n "$trusted_root" ] ||
+        die "--update-repo and --trusted-root go together (the repository and the root that signs it)"
+    case "$update_repo" in
+        http://* | https://*) ;;
+        *) die "--update-repo must be an http(s) URL, got '$update_repo'" ;;
+    esac
+    [ -f "$trusted_root" ] || die "--trusted-root '$trusted_root' is not a file"
+    trusted_root=$(cd "$(dirname "$trusted_root")" && pwd)/$(basename "$trusted_root")
+fi
 if [ "$no_consent" = 0 ] && [ -z "$coordinator" ]; then
     die "--coordinator URL is needed to join and review consent (or pass --no-consent to install only)"
 fi
@@ -117,6 +144,11 @@ fi
 
 bindir="$prefix/bin"
 state_dir=/var/lib/askee
+# The agent's own, agent-writable install directory (a second
+# StateDirectory of the unit): versions/<v>/{askee-agent,askee-agent-worker}
+# and current -> versions/<v>. The agent updates itself by adding a version
+# and renaming a new current symlink over the old one.
+install_dir=/var/lib/askee-agent
 unit_path=/etc/systemd/system/askee-agent.service
 sysusers_path=/usr/lib/sysusers.d/askee.conf
 
@@ -136,9 +168,36 @@ install_file() {
     mv -f "$dest.new.$$" "$dest"
 }
 
-step "binaries → $root$bindir"
-install_file "$bin_dir/askee-agent" "$root$bindir/askee-agent" 0755
-install_file "$bin_dir/askee-agent-worker" "$root$bindir/askee-agent-worker" 0755
+step "binaries → $root$install_dir/versions/$version (current)"
+mkdir -p "$root$install_dir/versions"
+chmod 0700 "$root$install_dir"
+version_dir="$root$install_dir/versions/$version"
+mkdir -p "$version_dir"
+chmod 0755 "$version_dir"
+install_file "$bin_dir/askee-agent" "$version_dir/askee-agent" 0755
+install_file "$bin_dir/askee-agent-worker" "$version_dir/askee-agent-worker" 0755
+# Switch current with one rename of a new symlink (a running agent keeps
+# its binaries; the next start gets this version), unless the agent already
+# updated itself to a newer version: a re-run never downgrades it.
+current_link=$(readlink "$root$install_dir/current" 2>/dev/null || true)
+current_version=${current_link#versions/}
+if [ -n "$current_link" ] && [ "$current_version" != "$version" ] &&
+    [[ "$current_version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] &&
+    [ -x "$root$install_dir/$current_link/askee-agent" ] &&
+    [ "$(printf '%s\n%s\n' "$version" "$current_version" | sort -V | tail -n 1)" = "$current_version" ]; then
+    echo "keeping the newer version $current_version the agent updated itself to (installed $version beside it)"
+elif [ "$current_link" != "versions/$version" ]; then
+    ln -sfn "versions/$version" "$root$install_dir/.current.new.$$"
+    mv -Tf "$root$install_dir/.current.new.$$" "$root$install_dir/current"
+fi
+# The command line: a symlink through current (an earlier flat install's
+# copies are replaced; the worker is found beside the resolved agent).
+mkdir -p "$root$bindir"
+if [ "$(readlink "$root$bindir/askee-agent" 2>/dev/null || true)" != "$install_dir/current/askee-agent" ]; then
+    ln -sfn "$install_dir/current/askee-agent" "$root$bindir/.askee-agent.new.$$"
+    mv -Tf "$root$bindir/.askee-agent.new.$$" "$root$bindir/askee-agent"
+fi
+rm -f "$root$bindir/askee-agent-worker"
 
 step "system user askee → $root$sysusers_path"
 sysusers_tmp=$(mktemp)
@@ -153,7 +212,7 @@ install_file "$sysusers_tmp" "$root$sysusers_path" 0644
 step "systemd unit → $root$unit_path"
 unit_tmp=$(mktemp)
 trap 'rm -f "$sysusers_tmp" "$unit_tmp"' EXIT
-sed "s|@BINDIR@|$bindir|g" "$script_dir/askee-agent.service" >"$unit_tmp"
+sed "s|@INSTALLDIR@|$install_dir|g" "$script_dir/askee-agent.service" >"$unit_tmp"
 install_file "$unit_tmp" "$root$unit_path" 0644
 
 step "state directory → $root$state_dir"
@@ -170,7 +229,7 @@ if [ -z "$root" ]; then
         fi
     fi
     getent passwd askee >/dev/null || die "the askee user could not be created"
-    chown -R askee:askee "$state_dir"
+    chown -R askee:askee "$state_dir" "$install_dir"
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload
     fi
@@ -181,16 +240,31 @@ fi
 agent() {
     if [ -z "$root" ]; then
         runuser -u askee -- env ASKEE_AGENT_HOME="$state_dir" HOME="$state_dir" \
-            "$bindir/askee-agent" "$@"
+            "$install_dir/current/askee-agent" "$@"
     else
-        "$root$bindir/askee-agent" --home "$root$state_dir" "$@"
+        "$root$install_dir/current/askee-agent" --home "$root$state_dir" "$@"
     fi
 }
+
+if [ -n "$update_repo" ]; then
+    step "signed self-update from $update_repo"
+    if [ -z "$root" ]; then
+        # The askee user may not read the caller's file: a copy it owns.
+        root_copy="$state_dir/.update-root.in"
+        install -o askee -g askee -m 0600 "$trusted_root" "$root_copy"
+        agent update configure --repository "$update_repo" --trusted-root "$root_copy"
+        rm -f "$root_copy"
+    else
+        agent update configure --repository "$update_repo" --trusted-root "$trusted_root"
+    fi
+else
+    echo "updates: off (no --update-repo and --trusted-root); the agent is updated by running this installer again"
+fi
 
 # The command a person runs on the installed system (for --root: once it boots;
 # the node key must be created there, never baked into an image).
 as_user_hint() {
-    echo "sudo -u askee $bindir/askee-agent --home $state_dir $*"
+    echo "sudo -u askee $install_dir/current/askee-agent --home $state_dir $*"
 }
 
 start_hint() {

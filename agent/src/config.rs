@@ -130,6 +130,18 @@ impl Config {
         Ok(true)
     }
 
+    /// Writes this configuration to `config.toml` in `home` (a temporary
+    /// file renamed over it).
+    pub fn save(&self, home: &Path) -> Result<(), ConfigError> {
+        let path = Self::path(home);
+        let tmp = home.join(format!(".{FILE_NAME}.tmp"));
+        std::fs::write(&tmp, self.to_toml()).map_err(|source| ConfigError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| ConfigError::Write { path, source })
+    }
+
     /// The scratch directory for tasks.
     pub fn scratch(&self, home: &Path) -> PathBuf {
         self.scratch_dir

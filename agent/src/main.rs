@@ -100,6 +100,18 @@ enum UpdateCommand {
     Apply(UpdateArgs),
     /// Show the installed, pending and refused releases.
     Status,
+    /// Turn updates on: copy the repository's trusted root into the home
+    /// (`update-root.json`) and write the `[update]` settings to
+    /// config.toml (the installer's `--update-repo` / `--trusted-root`).
+    Configure {
+        /// Release repository base URL, e.g. https://coordinator.example/tuf.
+        #[arg(long)]
+        repository: String,
+        /// The repository's root metadata (`metadata/1.root.json` from
+        /// `askee-server release init`), obtained out of band.
+        #[arg(long)]
+        trusted_root: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -565,6 +577,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
         Command::Update {
+            command:
+                UpdateCommand::Configure {
+                    repository,
+                    trusted_root,
+                },
+        } => configure_updates(home.dir(), repository, trusted_root)?,
+        Command::Update {
             command: UpdateCommand::Check(args),
         } => {
             let updater = updater(&home, args)?;
@@ -592,11 +611,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 askee_agent::update::Applied::Installed { release, sha256 } => {
                     println!(
-                        "installed {} ({}, sha256 {sha256}) as {}; the previous binary is kept as .prev; \
+                        "installed {} ({} and {}, agent sha256 {sha256}) as {}; the previous version is kept; \
                          restart the agent to run it",
                         release.version,
                         release.name,
-                        updater.settings().binary.display()
+                        release.worker_name(),
+                        updater.settings().layout.binary().display()
                     );
                 }
             }
@@ -631,9 +651,57 @@ fn update_settings(
     Ok(askee_agent::update::Settings {
         repository,
         trusted_root,
-        binary: askee_agent::update::current_binary()?,
+        layout: askee_agent::update::Layout::of_running()?,
         platform: askee_core::release::host_platform(),
     })
+}
+
+/// The trusted root's file name in the home.
+const TRUSTED_ROOT_FILE: &str = "update-root.json";
+
+/// `update configure`.
+fn configure_updates(
+    home: &std::path::Path,
+    repository: &str,
+    trusted_root: &std::path::Path,
+) -> anyhow::Result<()> {
+    let url = url::Url::parse(repository)
+        .with_context(|| format!("--repository {repository:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("--repository must be an http(s) URL, got {repository:?}");
+    }
+    let bytes = std::fs::read(trusted_root)
+        .with_context(|| format!("read the trusted root {}", trusted_root.display()))?;
+    let root: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", trusted_root.display()))?;
+    if root["signed"]["_type"] != "root" || !root["signed"]["version"].is_u64() {
+        bail!(
+            "{} is not TUF root metadata (signed._type \"root\" with a version)",
+            trusted_root.display()
+        );
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
+    // Idempotent: files are rewritten only when they change.
+    let dest = home.join(TRUSTED_ROOT_FILE);
+    if std::fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
+        let tmp = home.join(format!(".{TRUSTED_ROOT_FILE}.tmp"));
+        std::fs::write(&tmp, &bytes).with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dest).with_context(|| format!("write {}", dest.display()))?;
+    }
+    let mut config = Config::load(home)?;
+    let before = config.clone();
+    config.update.repository = Some(repository.to_owned());
+    config.update.trusted_root = Some(PathBuf::from(TRUSTED_ROOT_FILE));
+    if config != before || !Config::path(home).exists() {
+        config.save(home)?;
+    }
+    println!(
+        "updates on: {repository}, trusted root version {} in {}, checked every {} s",
+        root["signed"]["version"],
+        dest.display(),
+        config.update.check_interval_secs
+    );
+    Ok(())
 }
 
 fn updater(home: &Home, args: &UpdateArgs) -> anyhow::Result<askee_agent::update::Updater> {
@@ -648,11 +716,14 @@ fn updater(home: &Home, args: &UpdateArgs) -> anyhow::Result<askee_agent::update
 }
 
 /// `self-check`: this binary runs, knows its version and can probe the
-/// sandbox; the worker it needs is beside it.
+/// sandbox; the worker beside it runs and speaks this agent's protocol
+/// version.
 fn self_check() -> anyhow::Result<()> {
     let worker = askee_agent::interference::default_worker();
     let probe = askee_sandbox::probe();
-    let ok = worker.exists();
+    let expected = askee_sandbox::proto::PROTOCOL_VERSION;
+    let answer = worker_protocol(&worker);
+    let ok = answer.as_ref().is_ok_and(|v| *v == expected);
     println!(
         "{}",
         json!({
@@ -661,13 +732,42 @@ fn self_check() -> anyhow::Result<()> {
             "platform": askee_core::release::host_platform(),
             "worker": worker,
             "worker_present": worker.exists(),
+            "worker_protocol": answer.as_ref().ok(),
+            "protocol": expected,
             "sandbox": probe,
         })
     );
-    if !ok {
-        bail!("the sandbox worker {} is missing", worker.display());
+    match answer {
+        Err(e) => bail!(
+            "the sandbox worker {} does not answer: {e}",
+            worker.display()
+        ),
+        Ok(v) if v != expected => bail!(
+            "the sandbox worker {} speaks protocol {v}, this agent {expected}",
+            worker.display()
+        ),
+        Ok(_) => Ok(()),
     }
-    Ok(())
+}
+
+/// Asks `worker --protocol-version` (the caller's own time limit bounds it).
+fn worker_protocol(worker: &std::path::Path) -> anyhow::Result<u32> {
+    let out = std::process::Command::new(worker)
+        .arg(askee_sandbox::proto::PROTOCOL_VERSION_FLAG)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", worker.display()))?;
+    if !out.status.success() {
+        bail!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("answered {:?}, not a protocol version", text.trim()))
 }
 
 async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
@@ -677,9 +777,11 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     use askee_agent::update::{self, StartVerdict};
     use askee_agent::yielder::TaskSet;
 
-    // Captured before anything can rename the binary.
+    // Captured before anything can switch the installed version.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let binary = update::current_binary()?;
+    // Outside a versioned layout (a development build) nothing is updated.
+    let layout = update::Layout::of_binary(&binary).ok();
     let home_dir = home.dir().to_owned();
     std::fs::create_dir_all(home.dir())
         .with_context(|| format!("create {}", home.dir().display()))?;
@@ -688,9 +790,11 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     let journal = std::sync::Arc::new(askee_agent::journal::Journal::open(
         &home.dir().join(askee_agent::journal::JOURNAL_FILE),
     )?);
-    if update::on_start(home.dir(), &binary, &journal)? == StartVerdict::RolledBack {
+    if update::on_start(home.dir(), layout.as_ref(), &journal)? == StartVerdict::RolledBack
+        && let Some(layout) = &layout
+    {
         drop(_lock);
-        return Err(update::restart(&binary, &argv).into());
+        return Err(update::restart(&layout.binary(), &argv).into());
     }
     let profile = askee_agent::profile::assess(home.dir())?;
     let tasks = TaskSet::new();
@@ -729,8 +833,15 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
             byzantine_corrupt_results: args.byzantine_corrupt_results,
         },
     )?;
-    update::confirm(&home_dir, &binary, &journal)?;
-    let _updates = if config.update.repository.is_some() && config.update.check_interval_secs > 0 {
+    update::confirm(&home_dir, layout.as_ref(), &journal)?;
+    let updates_on = config.update.repository.is_some() && config.update.check_interval_secs > 0;
+    if updates_on && layout.is_none() {
+        tracing::warn!(
+            binary = %binary.display(),
+            "updates are configured but this agent is not installed in a versioned layout; not checking"
+        );
+    }
+    let _updates = if updates_on && layout.is_some() {
         let settings = update_settings(&home_dir, &config, None)?;
         let updater = update::Updater::new(&home_dir, settings, journal.clone());
         let (slots, count) = runner.slots();

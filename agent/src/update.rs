@@ -6,14 +6,21 @@
 //!   version, and the metadata it last trusted (`tuf/` in the home, tough's
 //!   datastore): a repository serving older metadata is refused across
 //!   restarts; expired metadata is refused (freeze).
-//! - A release is a target `askee-agent-<version>-<platform>` whose signed
-//!   `custom.version` agrees with its name (`askee_core::release`).
-//! - Apply: download (length and hash checked by tough, the hash again
-//!   here) beside the binary, keep the current binary as `<bin>.prev`,
-//!   rename the new one over `<bin>`, run `<bin> self-check`; on failure
-//!   put `<bin>.prev` back and never retry that release. The new binary is
-//!   *pending* until a daemon start confirms it; a pending binary that
-//!   starts twice without confirming is rolled back.
+//! - A release is a pair of targets, `askee-agent-<version>-<platform>`
+//!   and `askee-agent-worker-<version>-<platform>`, whose signed
+//!   `custom.version` agrees with their names (`askee_core::release`).
+//! - Install layout ([`Layout`]): `<dir>/versions/<version>/{askee-agent,
+//!   askee-agent-worker}` and `<dir>/current -> versions/<version>`; the
+//!   service runs `<dir>/current/askee-agent`.
+//! - Apply: download both (length and hash checked by tough, the hash again
+//!   here) into a staging directory beside the versions, rename it to
+//!   `versions/<version>`, then switch `current` with one `rename(2)` of a
+//!   new symlink over it (the pair changes at once), run the new
+//!   `self-check` (which asks the new worker its protocol version); on
+//!   failure switch `current` back and never retry that release. The new
+//!   version is *pending* until a daemon start confirms it; a pending
+//!   version that starts twice without confirming is rolled back. Only the
+//!   current and the previous version directories are kept.
 //! - Every step is journalled (`update.*`).
 
 use std::ffi::OsString;
@@ -192,6 +199,17 @@ pub enum UpdateError {
     },
     #[error("restarting is not supported on this platform")]
     Unsupported,
+    #[error(
+        "{binary} is not installed in a versioned layout (<dir>/versions/<version>/askee-agent with <dir>/current pointing at it); reinstall with deploy/install-agent.sh"
+    )]
+    NotVersioned { binary: PathBuf },
+    #[error("cannot point {link} at {target}: {source}")]
+    Switch {
+        link: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -214,6 +232,9 @@ pub struct Installed {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// The worker installed with it.
+    #[serde(default)]
+    pub worker_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +243,12 @@ pub struct Pending {
     pub name: String,
     pub version: String,
     pub sha256: String,
-    /// Daemon starts of this binary so far.
+    #[serde(default)]
+    pub worker_sha256: String,
+    /// The version directory `current` pointed at before (rolled back to).
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// Daemon starts of this version so far.
     pub starts: u32,
 }
 
@@ -299,10 +325,111 @@ pub fn current_binary() -> Result<PathBuf, UpdateError> {
     std::fs::canonicalize(&exe).map_err(|source| UpdateError::Read { path: exe, source })
 }
 
-fn prev_path(binary: &Path) -> PathBuf {
-    let mut s = binary.as_os_str().to_owned();
-    s.push(".prev");
-    PathBuf::from(s)
+/// The versioned install directory: `<dir>/versions/<version>/` holds one
+/// release's `askee-agent` and `askee-agent-worker`, `<dir>/current` is a
+/// relative symlink to `versions/<version>`, and the agent runs as
+/// `<dir>/current/askee-agent` (so its worker is the one beside it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+/// The versions directory in the install directory.
+pub const VERSIONS: &str = "versions";
+/// The symlink to the running version.
+pub const CURRENT: &str = "current";
+
+impl Layout {
+    /// The layout `binary` (a resolved path, e.g. [`current_binary`]) is
+    /// installed in: its directory is `<dir>/versions/<v>` and
+    /// `<dir>/current` resolves to it.
+    pub fn of_binary(binary: &Path) -> Result<Self, UpdateError> {
+        let not = || UpdateError::NotVersioned {
+            binary: binary.to_owned(),
+        };
+        let version_dir = binary.parent().ok_or_else(not)?;
+        let versions = version_dir.parent().ok_or_else(not)?;
+        if versions.file_name() != Some(std::ffi::OsStr::new(VERSIONS)) {
+            return Err(not());
+        }
+        let dir = versions.parent().ok_or_else(not)?.to_owned();
+        match std::fs::canonicalize(dir.join(CURRENT)) {
+            Ok(c) if c == version_dir => Ok(Self { dir }),
+            _ => Err(not()),
+        }
+    }
+
+    /// The layout of the running agent.
+    pub fn of_running() -> Result<Self, UpdateError> {
+        Self::of_binary(&current_binary()?)
+    }
+
+    /// The agent as the service starts it (through `current`).
+    pub fn binary(&self) -> PathBuf {
+        self.dir.join(CURRENT).join(exe_name(rel::Component::Agent))
+    }
+
+    fn versions(&self) -> PathBuf {
+        self.dir.join(VERSIONS)
+    }
+
+    /// The version directory `current` points at (its name).
+    pub fn current(&self) -> Result<String, UpdateError> {
+        let link = self.dir.join(CURRENT);
+        let target = std::fs::read_link(&link).map_err(|source| UpdateError::Read {
+            path: link.clone(),
+            source,
+        })?;
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .ok_or(UpdateError::NotVersioned { binary: link })
+    }
+
+    /// Points `current` at `versions/<name>`: a new symlink renamed over
+    /// the old one, so `current` always names one whole version.
+    pub fn switch(&self, name: &str) -> Result<(), UpdateError> {
+        let link = self.dir.join(CURRENT);
+        let target = Path::new(VERSIONS).join(name);
+        let tmp = self
+            .dir
+            .join(format!(".{CURRENT}.{}", uuid::Uuid::new_v4().simple()));
+        let err = |source| UpdateError::Switch {
+            link: link.clone(),
+            target: target.clone(),
+            source,
+        };
+        sys::symlink(&target, &tmp).map_err(err)?;
+        if let Err(e) = std::fs::rename(&tmp, &link) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        // The rename is durable once the directory is.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes every version directory (and stale staging directory)
+    /// except `keep`.
+    fn prune(&self, keep: &[&str]) {
+        let Ok(entries) = std::fs::read_dir(self.versions()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !keep.contains(&name.as_ref()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn exe_name(c: rel::Component) -> String {
+    format!("{}{}", c.file_name(), std::env::consts::EXE_SUFFIX)
 }
 
 /// Where and how to update.
@@ -313,8 +440,8 @@ pub struct Settings {
     pub repository: String,
     /// The root shipped with the agent.
     pub trusted_root: PathBuf,
-    /// The binary to replace.
-    pub binary: PathBuf,
+    /// Where the versions are installed.
+    pub layout: Layout,
     /// This host's platform (`x86_64-linux`).
     pub platform: String,
 }
@@ -331,6 +458,14 @@ pub enum Check {
 pub enum Applied {
     UpToDate { current: Version },
     Installed { release: Release, sha256: String },
+}
+
+/// A downloaded, verified release pair in its staging directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub dir: PathBuf,
+    pub sha256: String,
+    pub worker_sha256: String,
 }
 
 /// The update client for one home.
@@ -399,26 +534,11 @@ fn root_version(bytes: &[u8]) -> Option<u64> {
     v["signed"]["version"].as_u64()
 }
 
-/// The release the binary at `binary` is: the installed (or pending)
-/// release when the binary's hash matches it, else the build version.
-pub fn current_version(home: &Path, binary: &Path) -> Result<Version, UpdateError> {
-    let state = UpdateState::load(home)?;
-    let sha = file_sha256(binary)?;
-    let from_state = state
-        .pending
-        .as_ref()
-        .filter(|p| p.sha256 == sha)
-        .map(|p| p.version.clone())
-        .or_else(|| {
-            state
-                .installed
-                .as_ref()
-                .filter(|i| i.sha256 == sha)
-                .map(|i| i.version.clone())
-        });
-    Ok(from_state
-        .and_then(|v| Version::parse(&v).ok())
-        .unwrap_or_else(build_version))
+/// The release installed in `layout`: the name of the version directory
+/// `current` points at, else (an installer that named it otherwise) the
+/// build version.
+pub fn current_version(layout: &Layout) -> Result<Version, UpdateError> {
+    Ok(Version::parse(&layout.current()?).unwrap_or_else(|_| build_version()))
 }
 
 impl Updater {
@@ -439,10 +559,9 @@ impl Updater {
         Ok(())
     }
 
-    /// The release this binary is: the installed (or pending) release when
-    /// the binary's hash matches it, else the build version.
+    /// The release installed (see [`current_version`]).
     pub fn current_version(&self) -> Result<Version, UpdateError> {
-        current_version(&self.home, &self.settings.binary)
+        current_version(&self.settings.layout)
     }
 
     /// The trusted root: the shipped one or the newer one already verified.
@@ -499,14 +618,7 @@ impl Updater {
     /// Loads and verifies the repository and picks the newest applicable
     /// release (journalled as `update.check`, or `update.refused`).
     pub async fn check(&self) -> Result<(Check, Option<tough::Repository>), UpdateError> {
-        // Hashing the binary takes a moment: off the async worker threads.
-        let (home, binary) = (self.home.clone(), self.settings.binary.clone());
-        let current = tokio::task::spawn_blocking(move || current_version(&home, &binary))
-            .await
-            .map_err(|e| UpdateError::Read {
-                path: self.settings.binary.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        let current = self.current_version()?;
         let repo = match self.load().await {
             Ok(r) => r,
             Err(e) => {
@@ -562,56 +674,76 @@ impl Updater {
         )
     }
 
-    /// Downloads `release` next to the binary; returns the staged file.
+    /// Downloads both binaries of `release` (its agent target and the
+    /// worker target of the same version) into a staging directory in
+    /// `versions/`; nothing is kept unless both verified.
     pub async fn download(
         &self,
         repo: &tough::Repository,
         release: &Release,
-    ) -> Result<(PathBuf, String), UpdateError> {
-        let dir = self
-            .settings
-            .binary
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_owned();
-        let staged = dir.join(format!(
-            ".{}.update-{}",
-            release.name,
-            uuid::Uuid::new_v4().simple()
-        ));
-        let result = self.download_to(repo, release, &staged).await;
+    ) -> Result<Staged, UpdateError> {
+        let versions = self.settings.layout.versions();
+        let dir = versions.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            std::fs::create_dir_all(&dir).map_err(|source| UpdateError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+            let agent = self
+                .download_to(
+                    repo,
+                    &release.name,
+                    &dir.join(exe_name(rel::Component::Agent)),
+                )
+                .await?;
+            let worker = self
+                .download_to(
+                    repo,
+                    &release.worker_name(),
+                    &dir.join(exe_name(rel::Component::Worker)),
+                )
+                .await?;
+            Ok::<_, UpdateError>((agent, worker))
+        }
+        .await;
         if let Err(e) = &result {
-            let _ = std::fs::remove_file(&staged);
+            let _ = std::fs::remove_dir_all(&dir);
             self.refused(e)?;
         }
-        let (sha, len) = result?;
+        let ((sha, len), (worker_sha, worker_len)) = result?;
         self.journal(
             "update.downloaded",
-            json!({"target": release.name, "sha256": sha, "length": len}),
+            json!({"target": release.name, "sha256": sha, "length": len,
+                   "worker_target": release.worker_name(), "worker_sha256": worker_sha,
+                   "worker_length": worker_len}),
         )?;
-        Ok((staged, sha))
+        Ok(Staged {
+            dir,
+            sha256: sha,
+            worker_sha256: worker_sha,
+        })
     }
 
     async fn download_to(
         &self,
         repo: &tough::Repository,
-        release: &Release,
+        target: &str,
         staged: &Path,
     ) -> Result<(String, u64), UpdateError> {
         use sha2::Digest as _;
         use std::io::Write as _;
         let target_err = |e: tough::error::Error| UpdateError::Target {
-            target: release.name.clone(),
+            target: target.to_owned(),
             refusal: classify(&e),
             detail: detail(&e),
         };
-        let name = tough::TargetName::new(release.name.as_str()).map_err(target_err)?;
+        let name = tough::TargetName::new(target).map_err(target_err)?;
         let signed = repo
             .targets()
             .signed
             .find_target(&name, false)
             .map_err(|_| UpdateError::TargetMissing {
-                target: release.name.clone(),
+                target: target.to_owned(),
             })?
             .clone();
         let stream = repo
@@ -619,7 +751,7 @@ impl Updater {
             .await
             .map_err(target_err)?
             .ok_or_else(|| UpdateError::TargetMissing {
-                target: release.name.clone(),
+                target: target.to_owned(),
             })?;
         let mut stream = std::pin::pin!(stream);
         let werr = |source| UpdateError::Write {
@@ -640,7 +772,7 @@ impl Updater {
         let sha = hex::encode(h.finalize());
         if sha != hex::encode(signed.hashes.sha256.as_ref()) || len != signed.length {
             return Err(UpdateError::Target {
-                target: release.name.clone(),
+                target: target.to_owned(),
                 refusal: Refusal::Mismatch {
                     what: "target".into(),
                 },
@@ -657,28 +789,37 @@ impl Updater {
         Ok((sha, len))
     }
 
-    /// Replaces the binary with `staged` (the current one kept as
-    /// `<bin>.prev`), runs the new binary's self-check and rolls back if it
+    /// Installs the staged pair as `versions/<version>` and switches
+    /// `current` to it (the previous version stays), runs the new agent's
+    /// self-check (which checks the new worker too) and switches back if it
     /// fails. On success the release is pending until a start confirms it.
-    pub async fn install(
-        &self,
-        staged: &Path,
-        release: &Release,
-        sha256: &str,
-    ) -> Result<(), UpdateError> {
-        let bin = &self.settings.binary;
-        let prev = prev_path(bin);
-        copy_aside(bin, &prev)?;
-        std::fs::rename(staged, bin).map_err(|source| UpdateError::Write {
-            path: bin.clone(),
+    pub async fn install(&self, staged: &Staged, release: &Release) -> Result<(), UpdateError> {
+        let layout = &self.settings.layout;
+        let name = release.version.to_string();
+        let previous = layout.current()?;
+        let dest = layout.versions().join(&name);
+        if name == previous {
+            return Err(UpdateError::Write {
+                path: dest,
+                source: std::io::Error::other("this version is the running one"),
+            });
+        }
+        // A leftover of an earlier attempt is replaced whole.
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&staged.dir, &dest).map_err(|source| UpdateError::Write {
+            path: dest.clone(),
             source,
         })?;
+        layout.switch(&name)?;
+        let bin = layout.binary();
         self.journal(
             "update.installed",
-            json!({"target": release.name, "version": release.version.to_string(),
-                   "sha256": sha256, "binary": bin, "previous": prev}),
+            json!({"target": release.name, "version": name,
+                   "sha256": staged.sha256, "worker_target": release.worker_name(),
+                   "worker_sha256": staged.worker_sha256, "binary": bin,
+                   "directory": dest, "previous": layout.versions().join(&previous)}),
         )?;
-        match self_check(bin).await {
+        match self_check(&bin).await {
             Ok(report) => {
                 self.journal(
                     "update.self_check",
@@ -687,11 +828,14 @@ impl Updater {
                 let mut state = UpdateState::load(&self.home)?;
                 state.pending = Some(Pending {
                     name: release.name.clone(),
-                    version: release.version.to_string(),
-                    sha256: sha256.to_owned(),
+                    version: name.clone(),
+                    sha256: staged.sha256.clone(),
+                    worker_sha256: staged.worker_sha256.clone(),
+                    previous: Some(previous.clone()),
                     starts: 0,
                 });
                 state.save(&self.home)?;
+                layout.prune(&[&name, &previous]);
                 Ok(())
             }
             Err(reason) => {
@@ -699,7 +843,14 @@ impl Updater {
                     "update.self_check",
                     json!({"target": release.name, "ok": false, "reason": reason}),
                 )?;
-                restore(&prev, bin)?;
+                layout
+                    .switch(&previous)
+                    .map_err(|e| UpdateError::Rollback {
+                        prev: layout.versions().join(&previous),
+                        binary: bin.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                let _ = std::fs::remove_dir_all(&dest);
                 let mut state = UpdateState::load(&self.home)?;
                 if !state.refused.contains(&release.name) {
                     state.refused.push(release.name.clone());
@@ -707,7 +858,8 @@ impl Updater {
                 state.save(&self.home)?;
                 self.journal(
                     "update.rolled_back",
-                    json!({"target": release.name, "reason": reason, "binary": bin}),
+                    json!({"target": release.name, "reason": reason, "binary": bin,
+                           "current": layout.versions().join(&previous)}),
                 )?;
                 Err(UpdateError::SelfCheck {
                     target: release.name.clone(),
@@ -728,45 +880,13 @@ impl Updater {
                 return Ok(Applied::UpToDate { current });
             }
         };
-        let (staged, sha256) = self.download(&repo, &release).await?;
-        self.install(&staged, &release, &sha256).await?;
-        Ok(Applied::Installed { release, sha256 })
+        let staged = self.download(&repo, &release).await?;
+        self.install(&staged, &release).await?;
+        Ok(Applied::Installed {
+            release,
+            sha256: staged.sha256,
+        })
     }
-}
-
-/// Links (or copies) `bin` to `prev` atomically.
-fn copy_aside(bin: &Path, prev: &Path) -> Result<(), UpdateError> {
-    let mut tmp = prev.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(bin, &tmp).is_err() {
-        std::fs::copy(bin, &tmp).map_err(|source| UpdateError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-    }
-    std::fs::rename(&tmp, prev).map_err(|source| UpdateError::Write {
-        path: prev.to_owned(),
-        source,
-    })
-}
-
-/// Puts `prev` back over `bin` (keeping `prev`).
-fn restore(prev: &Path, bin: &Path) -> Result<(), UpdateError> {
-    let mut tmp = bin.as_os_str().to_owned();
-    tmp.push(".rollback");
-    let tmp = PathBuf::from(tmp);
-    let err = |source| UpdateError::Rollback {
-        prev: prev.to_owned(),
-        binary: bin.to_owned(),
-        source,
-    };
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(prev, &tmp).is_err() {
-        std::fs::copy(prev, &tmp).map_err(err)?;
-    }
-    std::fs::rename(&tmp, bin).map_err(err)
 }
 
 /// Runs `<binary> self-check`; its JSON report, or why it failed.
@@ -806,17 +926,27 @@ pub enum StartVerdict {
     RolledBack,
 }
 
-/// Called first when the daemon starts.
+/// Called first when the daemon starts (`layout`: where the running agent
+/// is installed, none when it runs outside a versioned layout).
 pub fn on_start(
     home: &Path,
-    binary: &Path,
+    layout: Option<&Layout>,
     journal: &Journal,
 ) -> Result<StartVerdict, UpdateError> {
     let mut state = UpdateState::load(home)?;
     let Some(mut pending) = state.pending.clone() else {
         return Ok(StartVerdict::Continue);
     };
-    if file_sha256(binary)? != pending.sha256 {
+    let running = match layout {
+        Some(l) => Some(l.current()?),
+        None => None,
+    };
+    let (Some(layout), Some(previous)) = (layout, pending.previous.clone()) else {
+        state.pending = None;
+        state.save(home)?;
+        return Ok(StartVerdict::Continue);
+    };
+    if running.as_deref() != Some(pending.version.as_str()) {
         // Replaced by other means (the installer): nothing to confirm.
         state.pending = None;
         state.save(home)?;
@@ -828,7 +958,13 @@ pub fn on_start(
         state.save(home)?;
         return Ok(StartVerdict::Continue);
     }
-    restore(&prev_path(binary), binary)?;
+    layout
+        .switch(&previous)
+        .map_err(|e| UpdateError::Rollback {
+            prev: layout.versions().join(&previous),
+            binary: layout.binary(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     if !state.refused.contains(&pending.name) {
         state.refused.push(pending.name.clone());
     }
@@ -836,19 +972,24 @@ pub fn on_start(
     state.save(home)?;
     journal.append(
         "update.rolled_back",
-        json!({"target": pending.name, "reason": "the new release started without confirming a successful start", "binary": binary}),
+        json!({"target": pending.name, "reason": "the new release started without confirming a successful start",
+               "binary": layout.binary(), "current": layout.versions().join(&previous)}),
     )?;
     Ok(StartVerdict::RolledBack)
 }
 
 /// Called once the daemon has started successfully: the pending release
 /// becomes the installed one.
-pub fn confirm(home: &Path, binary: &Path, journal: &Journal) -> Result<(), UpdateError> {
+pub fn confirm(home: &Path, layout: Option<&Layout>, journal: &Journal) -> Result<(), UpdateError> {
     let mut state = UpdateState::load(home)?;
     let Some(p) = state.pending.take() else {
         return Ok(());
     };
-    if file_sha256(binary)? != p.sha256 {
+    let running = match layout {
+        Some(l) => Some(l.current()?),
+        None => None,
+    };
+    if running.as_deref() != Some(p.version.as_str()) {
         state.save(home)?;
         return Ok(());
     }
@@ -860,6 +1001,7 @@ pub fn confirm(home: &Path, binary: &Path, journal: &Journal) -> Result<(), Upda
         name: p.name,
         version: p.version,
         sha256: p.sha256,
+        worker_sha256: p.worker_sha256,
     });
     state.save(home)
 }
@@ -922,7 +1064,7 @@ pub async fn schedule(
         let (Check::Available { release, .. }, Some(repo)) = (found, repo) else {
             continue;
         };
-        let (staged, sha) = match updater.download(&repo, &release).await {
+        let staged = match updater.download(&repo, &release).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "update download failed");
@@ -936,13 +1078,14 @@ pub async fn schedule(
         if let Err(e) = updater.journal("update.quiesced", json!({"target": release.name})) {
             tracing::warn!(error = %e, "cannot journal");
         }
-        match updater.install(&staged, &release, &sha).await {
+        match updater.install(&staged, &release).await {
             Ok(()) => {
+                let binary = updater.settings.layout.binary();
                 let _ = updater.journal(
                     "update.restart",
-                    json!({"target": release.name, "binary": updater.settings.binary}),
+                    json!({"target": release.name, "binary": binary}),
                 );
-                let e = restart(&updater.settings.binary, &args);
+                let e = restart(&binary, &args);
                 tracing::error!(error = %e, "cannot restart after the update");
                 let _ = updater.journal("update.restart_failed", json!({"error": e.to_string()}));
             }
@@ -969,6 +1112,8 @@ mod tests {
                 name: "askee-agent-2.0.0-x86_64-linux".into(),
                 version: "2.0.0".into(),
                 sha256: "ab".into(),
+                worker_sha256: "cd".into(),
+                previous: Some("1.0.0".into()),
                 starts: 1,
             }),
             refused: vec!["x".into()],
@@ -982,57 +1127,113 @@ mod tests {
         ));
     }
 
+    /// A layout with versions `names`, `current` at the first.
+    fn layout(dir: &Path, names: &[&str]) -> Layout {
+        let l = Layout {
+            dir: dir.join("install"),
+        };
+        for n in names {
+            let v = l.versions().join(n);
+            std::fs::create_dir_all(&v).unwrap();
+            std::fs::write(v.join(exe_name(rel::Component::Agent)), n.as_bytes()).unwrap();
+        }
+        l.switch(names[0]).unwrap();
+        l
+    }
+
     #[test]
-    fn a_pending_binary_that_starts_twice_unconfirmed_is_rolled_back() {
+    fn the_layout_is_found_from_the_resolved_binary_and_switches_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path(), &["1.0.0", "2.0.0"]);
+        let resolved = std::fs::canonicalize(l.binary()).unwrap();
+        assert_eq!(
+            resolved,
+            std::fs::canonicalize(&l.dir)
+                .unwrap()
+                .join("versions/1.0.0/askee-agent")
+        );
+        let found = Layout::of_binary(&resolved).unwrap();
+        assert_eq!(
+            std::fs::canonicalize(found.dir).unwrap(),
+            std::fs::canonicalize(&l.dir).unwrap()
+        );
+        assert_eq!(
+            current_version(&l).unwrap(),
+            Version::parse("1.0.0").unwrap()
+        );
+        l.switch("2.0.0").unwrap();
+        assert_eq!(std::fs::read(l.binary()).unwrap(), b"2.0.0");
+        // The old version's binary is no longer the current one.
+        assert!(matches!(
+            Layout::of_binary(&resolved),
+            Err(UpdateError::NotVersioned { .. })
+        ));
+        l.prune(&["2.0.0"]);
+        assert!(!l.versions().join("1.0.0").exists());
+        assert!(Layout::of_binary(&dir.path().join("askee-agent")).is_err());
+        assert!(std::fs::read_dir(&l.dir).unwrap().all(|e| {
+            let n = e.unwrap().file_name();
+            n == "versions" || n == "current"
+        }));
+    }
+
+    #[test]
+    fn a_pending_version_that_starts_twice_unconfirmed_is_rolled_back() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir(&home).unwrap();
         let journal = Journal::open(&home.join("journal.jsonl")).unwrap();
-        let bin = dir.path().join("agent");
-        std::fs::write(&bin, b"new").unwrap();
-        std::fs::write(prev_path(&bin), b"old").unwrap();
+        let l = layout(dir.path(), &["2.0.0", "1.0.0"]);
         let state = UpdateState {
             pending: Some(Pending {
                 name: "askee-agent-2.0.0-x86_64-linux".into(),
                 version: "2.0.0".into(),
-                sha256: file_sha256(&bin).unwrap(),
+                sha256: "ab".into(),
+                worker_sha256: "cd".into(),
+                previous: Some("1.0.0".into()),
                 starts: 0,
             }),
             ..Default::default()
         };
         state.save(&home).unwrap();
         assert_eq!(
-            on_start(&home, &bin, &journal).unwrap(),
+            on_start(&home, Some(&l), &journal).unwrap(),
             StartVerdict::Continue
         );
-        assert_eq!(std::fs::read(&bin).unwrap(), b"new");
+        assert_eq!(std::fs::read(l.binary()).unwrap(), b"2.0.0");
         assert_eq!(
-            on_start(&home, &bin, &journal).unwrap(),
+            on_start(&home, Some(&l), &journal).unwrap(),
             StartVerdict::RolledBack
         );
-        assert_eq!(std::fs::read(&bin).unwrap(), b"old");
+        assert_eq!(std::fs::read(l.binary()).unwrap(), b"1.0.0");
         let s = UpdateState::load(&home).unwrap();
         assert_eq!(s.pending, None);
         assert_eq!(s.refused, ["askee-agent-2.0.0-x86_64-linux"]);
         // A confirmed start makes the release the installed one instead.
-        std::fs::write(&bin, b"newer").unwrap();
+        let l = layout(dir.path(), &["3.0.0"]);
         let state = UpdateState {
             pending: Some(Pending {
                 name: "askee-agent-3.0.0-x86_64-linux".into(),
                 version: "3.0.0".into(),
-                sha256: file_sha256(&bin).unwrap(),
+                sha256: "ef".into(),
+                worker_sha256: "01".into(),
+                previous: Some("1.0.0".into()),
                 starts: 0,
             }),
             ..Default::default()
         };
         state.save(&home).unwrap();
         assert_eq!(
-            on_start(&home, &bin, &journal).unwrap(),
+            on_start(&home, Some(&l), &journal).unwrap(),
             StartVerdict::Continue
         );
-        confirm(&home, &bin, &journal).unwrap();
+        confirm(&home, Some(&l), &journal).unwrap();
         let s = UpdateState::load(&home).unwrap();
-        assert_eq!(s.installed.unwrap().version, "3.0.0");
+        let installed = s.installed.unwrap();
+        assert_eq!(
+            (installed.version.as_str(), installed.worker_sha256.as_str()),
+            ("3.0.0", "01")
+        );
         assert_eq!(s.pending, None);
     }
 }

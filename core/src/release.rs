@@ -1,6 +1,8 @@
 //! Agent releases as the update repository names them: target names
-//! (`askee-agent-<version>-<platform>`), release versions and the choice of
-//! the newest applicable release. Pure: the TUF client (the agent's
+//! (`askee-agent-<version>-<platform>` for the agent and
+//! `askee-agent-worker-<version>-<platform>` for its sandbox worker; a
+//! release is the pair), release versions and the choice of the newest
+//! applicable release. Pure: the TUF client (the agent's
 //! `update` module) verifies the metadata and hands the target names and
 //! their signed `custom` fields here.
 
@@ -8,6 +10,35 @@ use std::fmt;
 
 /// Prefix of every agent release target name.
 pub const TARGET_PREFIX: &str = "askee-agent-";
+/// Prefix of every worker release target name (checked before
+/// [`TARGET_PREFIX`], which it extends).
+pub const WORKER_PREFIX: &str = "askee-agent-worker-";
+
+/// Which binary of a release a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// `askee-agent`.
+    Agent,
+    /// `askee-agent-worker`, the sandbox worker that must sit beside it.
+    Worker,
+}
+
+impl Component {
+    /// The installed file name (without the platform's executable suffix).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Component::Agent => "askee-agent",
+            Component::Worker => "askee-agent-worker",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Component::Agent => TARGET_PREFIX,
+            Component::Worker => WORKER_PREFIX,
+        }
+    }
+}
 
 /// Longest target name accepted (anything longer is not ours).
 pub const MAX_TARGET_NAME: usize = 200;
@@ -33,7 +64,7 @@ pub enum ReleaseError {
     Version(String),
     #[error("platform {0:?} is not ARCH-OS in lower-case letters, digits and underscores")]
     Platform(String),
-    #[error("target name {0:?} is not askee-agent-<version>-<platform>")]
+    #[error("target name {0:?} is not askee-agent[-worker]-<version>-<platform>")]
     TargetName(String),
     #[error(
         "target {name:?} says version {custom:?} in its signed metadata but {named} in its name"
@@ -91,18 +122,38 @@ fn check_platform(p: &str) -> Result<(), ReleaseError> {
     }
 }
 
-/// The target name of a release: `askee-agent-<version>-<platform>`.
+/// The target name of a release's agent: `askee-agent-<version>-<platform>`.
 pub fn target_name(version: Version, platform: &str) -> Result<String, ReleaseError> {
-    check_platform(platform)?;
-    Ok(format!("{TARGET_PREFIX}{version}-{platform}"))
+    component_target_name(Component::Agent, version, platform)
 }
 
-/// A release as read from a target name and its signed custom metadata.
+/// The target name of one binary of a release:
+/// `askee-agent-<version>-<platform>` or
+/// `askee-agent-worker-<version>-<platform>`.
+pub fn component_target_name(
+    component: Component,
+    version: Version,
+    platform: &str,
+) -> Result<String, ReleaseError> {
+    check_platform(platform)?;
+    Ok(format!("{}{version}-{platform}", component.prefix()))
+}
+
+/// A release target as read from a target name and its signed custom
+/// metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     pub name: String,
     pub version: Version,
     pub platform: String,
+    pub component: Component,
+}
+
+impl Release {
+    /// The target name of the other binary of the same release.
+    pub fn worker_name(&self) -> String {
+        format!("{WORKER_PREFIX}{}-{}", self.version, self.platform)
+    }
 }
 
 /// Parses a target name; the version in `custom_version` (the signed
@@ -112,7 +163,14 @@ pub fn parse_target(name: &str, custom_version: Option<&str>) -> Result<Release,
     if name.len() > MAX_TARGET_NAME {
         return Err(bad());
     }
-    let rest = name.strip_prefix(TARGET_PREFIX).ok_or_else(bad)?;
+    let (component, rest) = if let Some(rest) = name.strip_prefix(WORKER_PREFIX) {
+        (Component::Worker, rest)
+    } else {
+        (
+            Component::Agent,
+            name.strip_prefix(TARGET_PREFIX).ok_or_else(bad)?,
+        )
+    };
     // version has no '-', platform is ARCH-OS: split at the first '-'.
     let (v, platform) = rest.split_once('-').ok_or_else(bad)?;
     let version = Version::parse(v).map_err(|_| bad())?;
@@ -131,20 +189,31 @@ pub fn parse_target(name: &str, custom_version: Option<&str>) -> Result<Release,
         name: name.to_owned(),
         version,
         platform: platform.to_owned(),
+        component,
     })
 }
 
-/// The newest release for `platform` newer than `current`, skipping the
-/// target names in `refused` (releases that failed their self-check here).
+/// The newest complete release for `platform` newer than `current`: its
+/// agent target, whose worker target (same version and platform) is also
+/// listed; releases whose agent target name is in `refused` (failed their
+/// self-check here) are skipped. A release without its worker is never
+/// chosen: an agent must not be installed beside an older worker.
 pub fn choose<'a>(
-    releases: impl IntoIterator<Item = &'a Release>,
+    releases: &'a [Release],
     platform: &str,
     current: Version,
     refused: &[String],
 ) -> Option<&'a Release> {
+    let has_worker = |a: &Release| {
+        releases.iter().any(|w| {
+            w.component == Component::Worker && w.version == a.version && w.platform == a.platform
+        })
+    };
     releases
-        .into_iter()
+        .iter()
+        .filter(|r| r.component == Component::Agent)
         .filter(|r| r.platform == platform && r.version > current)
+        .filter(|r| has_worker(r))
         .filter(|r| !refused.contains(&r.name))
         .max_by(|a, b| a.version.cmp(&b.version).then_with(|| b.name.cmp(&a.name)))
 }
@@ -214,24 +283,52 @@ mod tests {
             );
         }
         assert!(target_name(v("1.0.0"), "x86 64-linux").is_err());
+        let w = component_target_name(Component::Worker, v("2.0.1"), "x86_64-linux").unwrap();
+        assert_eq!(w, "askee-agent-worker-2.0.1-x86_64-linux");
+        let r = parse_target(&w, Some("2.0.1")).unwrap();
+        assert_eq!((r.component, r.version), (Component::Worker, v("2.0.1")));
+        assert_eq!(r.platform, "x86_64-linux");
+        assert_eq!(parse_target(&name, Some("2.0.1")).unwrap().worker_name(), w);
+        for bad in [
+            "askee-agent-worker-2.0.1",
+            "askee-agent-worker--2.0.1-x86_64-linux",
+            "askee-agent-workers-2.0.1-x86_64-linux",
+        ] {
+            assert!(
+                parse_target(bad, Some("2.0.1")).is_err(),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]
     fn choose_takes_the_newest_newer_release_for_this_platform() {
-        let rel = |ver: &str, p: &str| Release {
-            name: target_name(v(ver), p).unwrap(),
+        let part = |c: Component, ver: &str, p: &str| Release {
+            name: component_target_name(c, v(ver), p).unwrap(),
             version: v(ver),
             platform: p.into(),
+            component: c,
         };
+        let rel = |ver: &str, p: &str| part(Component::Agent, ver, p);
+        let wrk = |ver: &str, p: &str| part(Component::Worker, ver, p);
         let all = [
             rel("1.0.0", "x86_64-linux"),
+            wrk("1.0.0", "x86_64-linux"),
             rel("3.0.0", "aarch64-linux"),
+            wrk("3.0.0", "aarch64-linux"),
             rel("2.0.0", "x86_64-linux"),
+            wrk("2.0.0", "x86_64-linux"),
             rel("2.1.0", "x86_64-linux"),
+            wrk("2.1.0", "x86_64-linux"),
+            // An agent without its worker, and a worker without its agent.
+            rel("4.0.0", "x86_64-linux"),
+            wrk("5.0.0", "x86_64-linux"),
         ];
         let pick = choose(&all, "x86_64-linux", v("1.0.0"), &[]).unwrap();
         assert_eq!(pick.version, v("2.1.0"));
-        let refused = vec![all[3].name.clone()];
+        assert_eq!(pick.component, Component::Agent);
+        assert_eq!(pick.worker_name(), all[7].name);
+        let refused = vec![all[6].name.clone()];
         let pick = choose(&all, "x86_64-linux", v("1.0.0"), &refused).unwrap();
         assert_eq!(pick.version, v("2.0.0"));
         assert!(choose(&all, "x86_64-linux", v("2.1.0"), &[]).is_none());

@@ -16,14 +16,34 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(askee_core::release::Version::parse(&v.to_string()), Ok(v));
     }
     if let Ok(r) = askee_core::release::parse_target(name, custom) {
-        let again = askee_core::release::target_name(r.version, &r.platform).unwrap();
+        let again =
+            askee_core::release::component_target_name(r.component, r.version, &r.platform)
+                .unwrap();
         assert_eq!(again, r.name);
+        // The worker of the same release parses back as that worker (when
+        // its longer name is still within the limit).
+        if r.worker_name().len() > askee_core::release::MAX_TARGET_NAME {
+            return;
+        }
+        let w = askee_core::release::parse_target(&r.worker_name(), custom).unwrap();
+        assert_eq!(w.component, askee_core::release::Component::Worker);
+        assert_eq!((w.version, &w.platform), (r.version, &r.platform));
+        let pair = [r.clone(), w];
         let chosen = askee_core::release::choose(
+            &pair,
+            &r.platform,
+            askee_core::release::Version { major: 0, minor: 0, patch: 0 },
+            &[],
+        );
+        let agent = r.component == askee_core::release::Component::Agent;
+        assert_eq!(chosen.is_some(), agent && r.version.to_string() != "0.0.0");
+        // Alone, a release is never complete.
+        let alone = askee_core::release::choose(
             std::slice::from_ref(&r),
             &r.platform,
             askee_core::release::Version { major: 0, minor: 0, patch: 0 },
             &[],
         );
-        assert!(chosen.is_some() || r.version.to_string() == "0.0.0");
+        assert!(alone.is_none());
     }
 });

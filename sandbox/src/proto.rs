@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Limits;
 
+/// Version of this request/report protocol. The agent and its worker are
+/// released as a pair; the agent's self-check asks the worker for it with
+/// [`PROTOCOL_VERSION_FLAG`] and refuses a worker that differs. Bump it on
+/// every incompatible change of the types below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The worker's one command-line argument besides its normal mode: print
+/// [`PROTOCOL_VERSION`] and exit.
+pub const PROTOCOL_VERSION_FLAG: &str = "--protocol-version";
+
 /// What the worker runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WorkerMode {

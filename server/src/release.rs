@@ -454,35 +454,47 @@ pub async fn init(
 /// What `publish` wrote.
 #[derive(Debug)]
 pub struct Published {
+    /// The agent's target name.
     pub name: String,
     pub sha256: String,
     pub length: u64,
+    /// The worker's target name.
+    pub worker_name: String,
+    pub worker_sha256: String,
+    pub worker_length: u64,
     pub targets_version: u64,
     pub snapshot_version: u64,
     pub timestamp_version: u64,
 }
 
-/// Signs and publishes `binary` as release `version` for `platform`: copies
-/// it to `targets/<sha256>.<name>`, then writes new targets and snapshot
-/// metadata and, last, the timestamp (each by rename, so a client never
-/// sees a half-written file).
+/// Signs and publishes the pair `agent` + `worker` as release `version` for
+/// `platform`: copies each to `targets/<sha256>.<name>` (names from
+/// `askee_core::release::component_target_name`), then writes new targets
+/// (both entries in one signed targets version, each naming the other in
+/// its custom metadata) and snapshot metadata and, last, the timestamp
+/// (each by rename, so a client never sees a half-written file or half a
+/// release).
 pub async fn publish(
     repo: &Path,
     keys: &Path,
-    binary: &Path,
+    agent: &Path,
+    worker: &Path,
     version: Version,
     platform: &str,
     expiries: Expiries,
 ) -> Result<Published, ReleaseError> {
     let name = rel::target_name(version, platform)?;
+    let worker_name = rel::component_target_name(rel::Component::Worker, version, platform)?;
     let (_, root_path) = latest_root(repo)?;
     let meta = metadata_dir(repo);
     let (mut editor, versions) = if meta.join("timestamp.json").exists() {
         let existing = load_existing(repo).await?;
         let mut newest = None::<Version>;
         for (n, t) in existing.all_targets() {
-            if n.raw() == name {
-                return Err(ReleaseError::ReleaseExists { name });
+            if n.raw() == name || n.raw() == worker_name {
+                return Err(ReleaseError::ReleaseExists {
+                    name: n.raw().to_owned(),
+                });
             }
             let custom = t.custom.get("version").and_then(|v| v.as_str());
             if let Ok(r) = rel::parse_target(n.raw(), custom)
@@ -521,30 +533,49 @@ pub async fn publish(
 
     // Copy first, then hash the copy: what is signed is what is served.
     let stage = staging(repo)?;
-    let staged_target = stage.join(&name);
-    std::fs::copy(binary, &staged_target).map_err(|source| ReleaseError::Read {
-        path: binary.to_owned(),
-        source,
-    })?;
-    let mut target = tough::schema::Target::from_path(&staged_target)
-        .await
-        .map_err(|e| ReleaseError::Build {
-            what: "target entry",
-            reason: chain(&e),
+    let mut entries = Vec::new();
+    for (file, target_name) in [(agent, &name), (worker, &worker_name)] {
+        let staged_target = stage.join(target_name);
+        std::fs::copy(file, &staged_target).map_err(|source| ReleaseError::Read {
+            path: file.to_owned(),
+            source,
         })?;
-    target
-        .custom
-        .insert("version".into(), serde_json::json!(version.to_string()));
-    target
-        .custom
-        .insert("platform".into(), serde_json::json!(platform));
-    let sha256 = hex::encode(target.hashes.sha256.as_ref());
-    let length = target.length;
+        let mut target = tough::schema::Target::from_path(&staged_target)
+            .await
+            .map_err(|e| ReleaseError::Build {
+                what: "target entry",
+                reason: chain(&e),
+            })?;
+        target
+            .custom
+            .insert("version".into(), serde_json::json!(version.to_string()));
+        target
+            .custom
+            .insert("platform".into(), serde_json::json!(platform));
+        entries.push((staged_target, target_name.clone(), target));
+    }
+    let sha = |t: &tough::schema::Target| hex::encode(t.hashes.sha256.as_ref());
+    let (agent_sha, worker_sha) = (sha(&entries[0].2), sha(&entries[1].2));
+    let (length, worker_length) = (entries[0].2.length, entries[1].2.length);
+    // Each binary names the other: the pair is one signed release.
+    entries[0].2.custom.insert(
+        "worker".into(),
+        serde_json::json!({"name": worker_name, "sha256": worker_sha}),
+    );
+    entries[1].2.custom.insert(
+        "agent".into(),
+        serde_json::json!({"name": name, "sha256": agent_sha}),
+    );
+    let sha256 = agent_sha;
     let build = |e: tough::error::Error| ReleaseError::Build {
         what: "repository metadata",
         reason: chain(&e),
     };
-    editor.add_target(name.as_str(), target).map_err(build)?;
+    for (_, target_name, target) in &entries {
+        editor
+            .add_target(target_name.as_str(), target.clone())
+            .map_err(build)?;
+    }
     editor
         .targets_version(versions.0)
         .map_err(build)?
@@ -578,11 +609,13 @@ pub async fn publish(
             source: std::io::Error::other(chain(&e)),
         })?;
 
-    // Publish: the binary, then targets and snapshot, the timestamp last.
-    rename(
-        &staged_target,
-        &targets_dir(repo).join(format!("{sha256}.{name}")),
-    )?;
+    // Publish: the binaries, then targets and snapshot, the timestamp last.
+    for (staged_target, target_name, target) in &entries {
+        rename(
+            staged_target,
+            &targets_dir(repo).join(format!("{}.{target_name}", sha(target))),
+        )?;
+    }
     let (tv, sv) = (versions.0.get(), versions.1.get());
     for file in [format!("{tv}.targets.json"), format!("{sv}.snapshot.json")] {
         rename(&staged_meta.join(&file), &meta.join(&file))?;
@@ -596,6 +629,9 @@ pub async fn publish(
         name,
         sha256,
         length,
+        worker_name,
+        worker_sha256: worker_sha,
+        worker_length,
         targets_version: tv,
         snapshot_version: sv,
         timestamp_version: versions.2.get(),
@@ -720,11 +756,16 @@ pub mod cli {
             #[arg(long, default_value = "365d", allow_hyphen_values = true)]
             root_expires: String,
         },
-        /// Sign and publish an agent binary as a release (needs only the
+        /// Sign and publish a release: the agent and its sandbox worker, as
+        /// two targets of one signed targets version (needs only the
         /// targets, snapshot and timestamp keys).
         Publish {
-            /// The agent binary.
-            binary: PathBuf,
+            /// The agent binary (`askee-agent`).
+            #[arg(long)]
+            agent: PathBuf,
+            /// The sandbox worker built with it (`askee-agent-worker`).
+            #[arg(long)]
+            worker: PathBuf,
             /// Release version, MAJOR.MINOR.PATCH (newer than any published).
             #[arg(long)]
             version: String,
@@ -807,7 +848,8 @@ pub mod cli {
                 );
             }
             ReleaseCommand::Publish {
-                binary,
+                agent,
+                worker,
                 version,
                 platform,
                 repo,
@@ -825,17 +867,21 @@ pub mod cli {
                 let p = publish(
                     repo,
                     keys,
-                    binary,
+                    agent,
+                    worker,
                     Version::parse(version)?,
                     &platform,
                     expiries,
                 )
                 .await?;
                 println!(
-                    "published {} ({} bytes, sha256 {}): targets v{}, snapshot v{}, timestamp v{}",
+                    "published {} ({} bytes, sha256 {}) and {} ({} bytes, sha256 {}): targets v{}, snapshot v{}, timestamp v{}",
                     p.name,
                     p.length,
                     p.sha256,
+                    p.worker_name,
+                    p.worker_length,
+                    p.worker_sha256,
                     p.targets_version,
                     p.snapshot_version,
                     p.timestamp_version

@@ -3,9 +3,11 @@
 //! --tuf-repo`), releases are published with the real `askee-server
 //! release` CLI, and a copy of the real `askee-agent` updates itself.
 //!
-//! Releases are distinct real binaries: copies of the built agent with a
-//! marker appended (an ELF runs the same with trailing bytes), published
-//! under different versions. Attacks use what an attacker would hold: a
+//! Releases are distinct real binaries: copies of the built agent and of
+//! its sandbox worker with a marker appended (an ELF runs the same with
+//! trailing bytes), published as pairs under different versions, and
+//! installed in the versioned layout the installer lays out
+//! (`install/versions/<v>/`, `install/current -> versions/<v>`). Attacks use what an attacker would hold: a
 //! copy of old metadata, the online snapshot/timestamp keys, a key of
 //! their own (built with the `tough` library, as an attacker's tool).
 
@@ -48,11 +50,28 @@ fn s(p: &Path) -> &str {
 struct Fixture {
     dir: tempfile::TempDir,
     server: ServerProcess,
-    /// The installed agent (a copy: updates replace it).
+    /// The installed agent as the service runs it: `install/current/askee-agent`.
     agent: PathBuf,
     /// Its original bytes.
     original: Vec<u8>,
+    /// The original worker's bytes.
+    original_worker: Vec<u8>,
+    /// The version directory the agent was installed as.
+    first: String,
     home: PathBuf,
+}
+
+/// The version the built agent reports (`askee-agent --version`).
+fn built_version() -> String {
+    let out = Command::new(binary("askee-agent"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned()
 }
 
 impl Fixture {
@@ -90,11 +109,17 @@ impl Fixture {
         let server =
             ServerProcess::start_with(&url, &d.join("data"), Duration::from_secs(60), &args);
 
-        let bin = d.join("bin");
-        std::fs::create_dir(&bin).unwrap();
+        let first = built_version();
+        let bin = d.join("install/versions").join(&first);
+        std::fs::create_dir_all(&bin).unwrap();
         for name in ["askee-agent", "askee-agent-worker"] {
             std::fs::copy(binary(name), bin.join(name)).unwrap();
         }
+        std::os::unix::fs::symlink(
+            Path::new("versions").join(&first),
+            d.join("install/current"),
+        )
+        .unwrap();
         let home = d.join("home");
         std::fs::create_dir(&home).unwrap();
         std::fs::copy(
@@ -104,7 +129,9 @@ impl Fixture {
         .unwrap();
         let f = Self {
             original: std::fs::read(bin.join("askee-agent")).unwrap(),
-            agent: bin.join("askee-agent"),
+            original_worker: std::fs::read(bin.join("askee-agent-worker")).unwrap(),
+            agent: d.join("install/current/askee-agent"),
+            first,
             server,
             home,
             dir,
@@ -141,12 +168,29 @@ impl Fixture {
         p
     }
 
+    /// A distinct real worker binary for release `tag`.
+    fn build_worker(&self, tag: &str) -> PathBuf {
+        let p = self.path(&format!("worker-{tag}"));
+        let mut bytes = self.original_worker.clone();
+        bytes.extend_from_slice(format!("\naskee-test-worker {tag}\n").as_bytes());
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Publishes `file` with a worker built for `version`.
     fn publish(&self, file: &Path, version: &str, expiry: &[&str]) -> String {
+        self.publish_pair(file, &self.build_worker(version), version, expiry)
+    }
+
+    fn publish_pair(&self, file: &Path, worker: &Path, version: &str, expiry: &[&str]) -> String {
         let (repo, online) = (self.path("repo"), self.path("online"));
         let mut args = vec![
             "release",
             "publish",
+            "--agent",
             s(file),
+            "--worker",
+            s(worker),
             "--version",
             version,
             "--repo",
@@ -178,6 +222,32 @@ impl Fixture {
         std::fs::read(&self.agent).unwrap()
     }
 
+    /// The worker beside the installed agent.
+    fn installed_worker(&self) -> Vec<u8> {
+        std::fs::read(self.path("install/current/askee-agent-worker")).unwrap()
+    }
+
+    /// The version directory `current` points at.
+    fn current(&self) -> String {
+        std::fs::read_link(self.path("install/current"))
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The entries of `install/versions` (sorted).
+    fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path("install/versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     fn journal(&self) -> Vec<Value> {
         std::fs::read_to_string(self.home.join("journal.jsonl"))
             .unwrap_or_default()
@@ -196,10 +266,15 @@ impl Fixture {
     /// `update apply` must be refused naming `reason`, leaving the binary
     /// byte for byte as `expect`.
     fn refused(&self, reason: &str, expect: &[u8]) {
+        let (worker, current, versions) =
+            (self.installed_worker(), self.current(), self.versions());
         let (code, out, err) = self.agent(&["update", "apply"]);
         assert_eq!(code, 1, "apply was not refused: {out}{err}");
         assert!(err.contains(reason), "expected {reason:?} in: {err}");
         assert!(self.installed() == expect, "the running binary changed");
+        assert!(self.installed_worker() == worker, "the worker changed");
+        assert_eq!(self.current(), current);
+        assert_eq!(self.versions(), versions, "a download was left behind");
         let last = self.journal();
         let refusal = last
             .iter()
@@ -287,15 +362,35 @@ fn apply_refuses_a_tampered_binary_then_installs_and_rolls_back_a_broken_release
         "does not match its signed length and hash",
         &f.original.clone(),
     );
-    assert!(!Path::new(&format!("{}.prev", f.agent.display())).exists());
+    assert_eq!(f.versions(), std::slice::from_ref(&f.first));
     std::fs::write(&file, &good).unwrap();
+    // So is a tampered worker: neither binary is installed.
+    let wfile = target_file(
+        &f.repo(),
+        &format!("askee-agent-worker-1.0.0-{}", platform()),
+    );
+    let wgood = std::fs::read(&wfile).unwrap();
+    let mut wbad = wgood.clone();
+    let mid = wbad.len() / 2;
+    wbad[mid] ^= 0xff;
+    std::fs::write(&wfile, &wbad).unwrap();
+    f.refused(
+        "does not match its signed length and hash",
+        &f.original.clone(),
+    );
+    assert!(f.installed_worker() == f.original_worker);
+    std::fs::write(&wfile, &wgood).unwrap();
 
-    // The good release installs; the previous binary is kept.
+    // The good release installs both binaries; the previous version is kept.
     let (code, out, err) = f.agent(&["update", "apply"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("installed 1.0.0"), "{out}");
     assert!(f.installed() == std::fs::read(&r1).unwrap());
-    assert!(std::fs::read(format!("{}.prev", f.agent.display())).unwrap() == f.original);
+    assert!(f.installed_worker() == std::fs::read(f.build_worker("1.0.0")).unwrap());
+    assert_eq!(f.current(), "1.0.0");
+    let kept = f.path("install/versions").join(&f.first);
+    assert!(std::fs::read(kept.join("askee-agent")).unwrap() == f.original);
+    assert!(std::fs::read(kept.join("askee-agent-worker")).unwrap() == f.original_worker);
     let kinds = f.kinds();
     for k in [
         "update.check",
@@ -321,11 +416,31 @@ fn apply_refuses_a_tampered_binary_then_installs_and_rolls_back_a_broken_release
         "{err}"
     );
     assert!(f.installed() == std::fs::read(&r1).unwrap());
+    assert!(f.installed_worker() == std::fs::read(f.build_worker("1.0.0")).unwrap());
     let kinds = f.kinds();
     assert!(
         kinds.contains(&"update.rolled_back".to_owned()),
         "{kinds:?}"
     );
+    let (code, out, _) = f.agent(&["update", "check"]);
+    assert_eq!(code, 0, "the refused release is offered again");
+    assert!(out.contains("up to date: 1.0.0"), "{out}");
+
+    // A good agent with a worker that does not work: the new agent's
+    // self-check asks the new worker, so the pair is rolled back together.
+    let broken_worker = f.path("broken-worker");
+    std::fs::write(&broken_worker, b"#!/bin/sh\necho 999\n").unwrap();
+    f.publish_pair(&f.build("3.0.0"), &broken_worker, "3.0.0", &[]);
+    let (code, out, err) = f.agent(&["update", "apply"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("failed its self-check") && err.contains("protocol 999"),
+        "{err}"
+    );
+    assert!(f.installed() == std::fs::read(&r1).unwrap());
+    assert!(f.installed_worker() == std::fs::read(f.build_worker("1.0.0")).unwrap());
+    assert_eq!(f.current(), "1.0.0");
+    assert_eq!(f.versions(), [f.first.clone(), "1.0.0".into()]);
     let (code, out, _) = f.agent(&["update", "check"]);
     assert_eq!(code, 0, "the refused release is offered again");
     assert!(out.contains("up to date: 1.0.0"), "{out}");
@@ -637,7 +752,9 @@ fn the_daemon_installs_a_release_and_restarts_on_it() {
     assert_eq!(confirmed["data"]["version"], "1.0.0", "{log}");
     assert_eq!(confirmed["data"]["pid"], pid, "not the same process");
     assert!(f.installed() == std::fs::read(&r1).unwrap());
-    assert!(std::fs::read(format!("{}.prev", f.agent.display())).unwrap() == f.original);
+    assert!(f.installed_worker() == std::fs::read(f.build_worker("1.0.0")).unwrap());
+    let kept = f.path("install/versions").join(&f.first);
+    assert!(std::fs::read(kept.join("askee-agent")).unwrap() == f.original);
     let kinds = f.kinds();
     let at = |k: &str| kinds.iter().position(|x| x == k).unwrap_or(usize::MAX);
     assert!(at("update.quiesced") < at("update.installed"), "{kinds:?}");
@@ -690,6 +807,11 @@ fn a_release_that_never_confirms_a_start_is_rolled_back_at_the_next_start() {
     let (code, out, err) = f.agent(&["run", "--when", "always"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(f.installed() == f.original, "not rolled back");
+    assert!(
+        f.installed_worker() == f.original_worker,
+        "worker not rolled back"
+    );
+    assert_eq!(f.current(), f.first);
     let rolled = f
         .journal()
         .into_iter()
@@ -714,14 +836,15 @@ fn a_release_that_never_confirms_a_start_is_rolled_back_at_the_next_start() {
 
 /// Updates never happen while a task runs: a release published while the
 /// daemon runs a task is downloaded at once but installed only after the
-/// task ended.
+/// task ended. After the restart tasks run in the new worker: the old one
+/// is made unusable and a task with a known result still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_waits_for_the_running_task_before_installing() {
-    use askee_testkit::work::{Coordinator, SPIN, consent, statement, submit};
+    use askee_testkit::work::{CAT, Coordinator, SPIN, consent, statement, submit, task};
     let f = Fixture::new(&[]);
     let work_dir = f.path("coordinator");
     std::fs::create_dir(&work_dir).unwrap();
-    let coord = Coordinator::start(&work_dir, 9, &[SPIN]).await;
+    let coord = Coordinator::start(&work_dir, 9, &[SPIN, CAT]).await;
     consent(&f.home, &coord.server.url());
     f.write_config(1);
     let log = std::fs::File::create(f.home.join("agent.log")).unwrap();
@@ -784,4 +907,91 @@ async fn the_daemon_waits_for_the_running_task_before_installing() {
     assert!(at("update.downloaded") < ended, "{kinds:?}\n{log}");
     assert!(ended < at("update.quiesced"), "{kinds:?}");
     assert!(at("update.quiesced") < at("update.installed"), "{kinds:?}");
+    assert!(f.installed_worker() == std::fs::read(f.build_worker("1.0.0")).unwrap());
+
+    // The old worker cannot run anything any more; a task still verifies,
+    // so the restarted agent uses the worker of its own release.
+    let old_worker = f
+        .path("install/versions")
+        .join(&f.first)
+        .join("askee-agent-worker");
+    std::fs::write(&old_worker, b"#!/bin/sh\nexit 1\n").unwrap();
+    let input = b"after the update\n";
+    let known = hex::encode(askee_sandbox::digest::result_digest(0, input, &[]));
+    let id = submit(
+        &coord.api,
+        &coord.op,
+        statement(CAT, input, 60, 100_000_000, "after"),
+        Some(known),
+    )
+    .await;
+    let t = wait_for(
+        "the task after the update",
+        Duration::from_secs(120),
+        async || {
+            let t = task(&coord.api, &coord.op, &id).await;
+            (t["state"] != "pending").then_some(t)
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(f.home.join("agent.log")).unwrap_or_default();
+    assert_eq!(t["state"], "verified", "{t}\n{log}");
+}
+
+/// An agent outside a versioned layout (a development build run from
+/// target/) with updates configured still runs; it says why it does not
+/// check, and `update apply` refuses naming the layout.
+#[test]
+fn an_agent_outside_the_versioned_layout_runs_without_updating() {
+    let f = Fixture::new(&[]);
+    askee_testkit::work::consent(&f.home, &f.server.url());
+    f.write_config(1);
+    f.publish(&f.build("1.0.0"), "1.0.0", &[]);
+    let flat = binary("askee-agent");
+    let out = Command::new(&flat)
+        .args(["--home", s(&f.home), "update", "apply"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not installed in a versioned layout"),
+        "{err}"
+    );
+    let log_path = f.home.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = Daemon(
+        Command::new(&flat)
+            .args(["--home", s(&f.home), "run", "--when", "always"])
+            .env("ASKEE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(wait_for(
+        "the daemon to say it does not check",
+        Duration::from_secs(60),
+        async || {
+            // "running" is printed only once past the update set-up.
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            (log.contains("not installed in a versioned layout")
+                && log.contains("askee-agent running (pid"))
+            .then_some(())
+        },
+    ));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped");
+    assert!(
+        f.kinds().contains(&"agent.start".to_owned()),
+        "{:?}",
+        f.kinds()
+    );
+    assert!(
+        !f.kinds().iter().any(|k| k.starts_with("update.")),
+        "{:?}",
+        f.kinds()
+    );
+    assert!(f.installed() == f.original);
 }

@@ -168,22 +168,43 @@ fn installs_into_a_root_and_runs_again_unchanged() {
         text(&out)
     );
 
+    // One version in the agent's own install directory, `current` at it.
+    let version = built_version();
+    let install_dir = root.join("var/lib/askee-agent");
+    assert_eq!(mode(&install_dir), 0o700);
+    assert_eq!(
+        std::fs::read_link(install_dir.join("current")).unwrap(),
+        Path::new("versions").join(&version)
+    );
     for b in ["askee-agent", "askee-agent-worker"] {
-        let installed = root.join("usr/local/bin").join(b);
+        let installed = install_dir.join("versions").join(&version).join(b);
         assert_eq!(mode(&installed), 0o755, "{}", installed.display());
         assert!(
             same_content(&installed, &bins.join(b)),
             "{b} is a copy of the built binary"
         );
     }
+    // The command line goes through current; no stale worker in PREFIX/bin.
+    assert_eq!(
+        std::fs::read_link(root.join("usr/local/bin/askee-agent")).unwrap(),
+        Path::new("/var/lib/askee-agent/current/askee-agent")
+    );
+    assert!(!root.join("usr/local/bin/askee-agent-worker").exists());
+    assert!(
+        stdout.contains("updates: off"),
+        "the installer says updates are off: {}",
+        text(&out)
+    );
+    assert!(!root.join("var/lib/askee/config.toml").exists());
     let unit_path = root.join("etc/systemd/system/askee-agent.service");
     let unit = std::fs::read_to_string(&unit_path).unwrap();
     assert_eq!(mode(&unit_path), 0o644);
-    assert!(!unit.contains("@BINDIR@"), "{unit}");
+    assert!(!unit.contains("@INSTALLDIR@"), "{unit}");
     for line in [
-        "ExecStart=/usr/local/bin/askee-agent run",
+        "ExecStart=/var/lib/askee-agent/current/askee-agent run",
         "User=askee",
-        "StateDirectory=askee",
+        "StateDirectory=askee askee-agent",
+        "ReadWritePaths=/var/lib/askee /var/lib/askee-agent",
         "Delegate=yes",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
@@ -225,7 +246,7 @@ fn installs_into_a_root_and_runs_again_unchanged() {
         "a re-run changed the installed files"
     );
 
-    // Another prefix lands in the unit too (same root: the unit is replaced).
+    // Another prefix moves only the command-line symlink.
     let out = install(&[
         "--root",
         root.to_str().unwrap(),
@@ -236,14 +257,190 @@ fn installs_into_a_root_and_runs_again_unchanged() {
         "--no-consent",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let unit = std::fs::read_to_string(&unit_path).unwrap();
-    assert!(
-        unit.contains("ExecStart=/opt/askee/bin/askee-agent run"),
-        "{unit}"
+    assert_eq!(
+        std::fs::read_link(root.join("opt/askee/bin/askee-agent")).unwrap(),
+        Path::new("/var/lib/askee-agent/current/askee-agent")
     );
-    assert_eq!(mode(&root.join("opt/askee/bin/askee-agent-worker")), 0o755);
     verify_unit(&root, "/etc/systemd/system/askee-agent.service")
         .unwrap_or_else(|e| panic!("systemd-analyze rejects the agent unit: {e}"));
+}
+
+/// The version the built agent reports (`askee-agent --version`).
+fn built_version() -> String {
+    let out = Command::new(binary("askee-agent"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// `--update-repo` with `--trusted-root` installs the root and turns updates
+/// on in config.toml; the installed agent then checks that repository (a
+/// real server publishing a real release pair) from the installed layout,
+/// and installs the pair there.
+#[test]
+fn installs_update_settings_and_the_installed_agent_updates_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let server_bin = binary("askee-server");
+    let run = |args: &[&str]| {
+        let out = Command::new(&server_bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "askee-server {args:?}: {}",
+            text(&out)
+        );
+    };
+    let (keys, repo) = (d.join("keys"), d.join("repo"));
+    let (keys_s, repo_s) = (keys.to_str().unwrap(), repo.to_str().unwrap());
+    run(&["release", "keys", "generate", "--dir", keys_s]);
+    run(&["release", "init", "--repo", repo_s, "--keys", keys_s]);
+    let db = format!("sqlite://{}", d.join("askee.db").display());
+    let server = ServerProcess::start_with(
+        &db,
+        &d.join("data"),
+        Duration::from_secs(60),
+        &["--tuf-repo", repo_s],
+    );
+    let url = format!("{}/tuf", server.url());
+    let root = d.join("root");
+    let bins = bin_dir();
+    let trusted = repo.join("metadata/1.root.json");
+    let args = [
+        "--root",
+        root.to_str().unwrap(),
+        "--bin",
+        bins.to_str().unwrap(),
+        "--no-consent",
+        "--update-repo",
+        url.as_str(),
+        "--trusted-root",
+        trusted.to_str().unwrap(),
+    ];
+    let out = install(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let home = root.join("var/lib/askee");
+    let config = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    let parsed: toml::Value = toml::from_str(&config).unwrap();
+    assert_eq!(parsed["update"]["repository"].as_str(), Some(url.as_str()));
+    assert_eq!(
+        parsed["update"]["trusted_root"].as_str(),
+        Some("update-root.json")
+    );
+    assert!(
+        std::fs::read(home.join("update-root.json")).unwrap() == std::fs::read(&trusted).unwrap()
+    );
+    // Idempotent with the update settings too.
+    let before = snapshot(&root);
+    let again = install(&args);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        before == snapshot(&root),
+        "a re-run changed the installed files"
+    );
+    verify_unit(&root, "/etc/systemd/system/askee-agent.service")
+        .unwrap_or_else(|e| panic!("systemd-analyze rejects the agent unit: {e}"));
+
+    // Only one of the pair, or something that is not root metadata: refused.
+    let out = install(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--bin",
+        bins.to_str().unwrap(),
+        "--no-consent",
+        "--update-repo",
+        url.as_str(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("go together"),
+        "{}",
+        text(&out)
+    );
+    let not_root = d.join("not-root.json");
+    std::fs::write(&not_root, br#"{"signed":{"_type":"targets","version":1}}"#).unwrap();
+    let out = install(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--bin",
+        bins.to_str().unwrap(),
+        "--no-consent",
+        "--update-repo",
+        url.as_str(),
+        "--trusted-root",
+        not_root.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not TUF root metadata"),
+        "{}",
+        text(&out)
+    );
+
+    // The installed agent updates itself inside the installed layout.
+    let marked = |src: &Path, name: &str| {
+        let p = d.join(name);
+        let mut b = std::fs::read(src).unwrap();
+        b.extend_from_slice(b"\ninstaller-test release\n");
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let agent = marked(&bins.join("askee-agent"), "agent-9");
+    let worker = marked(&bins.join("askee-agent-worker"), "worker-9");
+    run(&[
+        "release",
+        "publish",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--worker",
+        worker.to_str().unwrap(),
+        "--version",
+        "9.0.0",
+        "--repo",
+        repo_s,
+        "--keys",
+        keys_s,
+    ]);
+    let installed = root.join("var/lib/askee-agent");
+    let out = Command::new(installed.join("current/askee-agent"))
+        .arg("--home")
+        .arg(&home)
+        .args(["update", "apply"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(installed.join("current")).unwrap(),
+        Path::new("versions/9.0.0")
+    );
+    assert!(same_content(
+        &installed.join("current/askee-agent-worker"),
+        &worker
+    ));
+    assert!(same_content(&installed.join("current/askee-agent"), &agent));
+    let kept = installed.join("versions").join(built_version());
+    assert!(same_content(
+        &kept.join("askee-agent"),
+        &bins.join("askee-agent")
+    ));
+    // Running the installer again (say, for consent) does not downgrade.
+    let out = install(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("keeping the newer version 9.0.0"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_link(installed.join("current")).unwrap(),
+        Path::new("versions/9.0.0")
+    );
+    server.kill();
 }
 
 #[test]

@@ -26,3 +26,8 @@ pub fn exec(binary: &Path, args: &[OsString]) -> UpdateError {
         source,
     }
 }
+
+/// Creates the symbolic link `link` pointing at `target`.
+pub fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}

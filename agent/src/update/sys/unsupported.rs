@@ -13,3 +13,10 @@ pub fn make_executable(_path: &Path) -> std::io::Result<()> {
 pub fn exec(_binary: &Path, _args: &[OsString]) -> UpdateError {
     UpdateError::Unsupported
 }
+
+pub fn symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "symbolic links are not used for the install layout on this platform",
+    ))
+}
