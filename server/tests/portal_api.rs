@@ -6,19 +6,16 @@
 
 mod support;
 
-use askee_core::signing::{self, sign_result, sign_task};
+use askee_core::signing;
 use askee_core::wire::v1::*;
 use askee_core::{SigningKey, b64};
-use askee_server::extract::credential_hash;
-use askee_server::store::OperatorRecord;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use support::coord::{Op, digest_of, lease, operator, register, report, statement, submit};
 use support::{Backend, Reply, TestServer, key_of, node};
 
 const SESSION: &str = "askee-portal-session";
-const MODULE: &[u8] = b"\0asm\x01\0\0\0";
-
 async fn pair(s: &TestServer, n: &SigningKey, manifest_id: Option<&str>) -> String {
     let r = s
         .signed(
@@ -363,170 +360,13 @@ async fn sessions_are_refused(backend: Backend) {
     .problem(StatusCode::FORBIDDEN);
 }
 
-struct Op {
-    credential: String,
-    key: SigningKey,
-}
-
-impl Op {
-    fn auth(&self) -> (&'static str, String) {
-        ("authorization", format!("Bearer {}", self.credential))
-    }
-}
-
-async fn operator(s: &TestServer) -> Op {
-    let credential = "askee_op_dashboard-credential".to_string();
-    s.state
-        .store
-        .create_operator(
-            &OperatorRecord {
-                name: "ops".into(),
-                token_hash: credential_hash(&credential),
-                created_at: s.now(),
-            },
-            askee_server::consent::draft(&s.state, "operator.create", "ops", json!({})),
-        )
-        .await
-        .unwrap();
-    let op = Op {
-        credential,
-        key: SigningKey::from_bytes(&[200; 32]),
-    };
-    s.post_raw(
-        "/v1/operators/keys",
-        serde_json::to_vec(&json!({"public_key": key_of(&op.key)})).unwrap(),
-        &[op.auth()],
-    )
-    .await
-    .expect(StatusCode::CREATED);
-    let sha = hex::encode(signing::sha256(MODULE));
-    let r = s
-        .send(
-            Request::put(format!("/v1/modules/{sha}"))
-                .header("authorization", op.auth().1)
-                .header("content-type", "application/wasm")
-                .body(Body::from(MODULE))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    op
-}
-
-async fn register(s: &TestServer, n: &SigningKey) {
-    let granted = s.consent(n).await;
-    let ch = s
-        .signed(n, "/v1/nodes/challenge", &json!({}))
-        .await
-        .expect(StatusCode::OK);
-    let challenge = ch["challenge"].as_str().unwrap();
-    let profile: SystemProfile = serde_json::from_value(json!({
-        "os": "linux",
-        "cpu": {"arch": "x86_64", "model": "test", "cores": 4, "frequency_mhz": 0},
-        "memory": {"total_mb": 4096, "available_mb": 2048},
-        "storage": {"free_gb": 20, "total_gb": 40},
-        "network": {"bandwidth_mbps": 100, "metered": null},
-        "gpus": [],
-        "containerSupport": {"isolation": "linux-namespaces", "cgroup_version": 2,
-            "user_namespaces": true, "seccomp": true, "landlock_abi": 4, "wasm": true}
-    }))
-    .unwrap();
-    let att = signing::sign_attestation(
-        n,
-        challenge,
-        &granted.consent_token.payload.token_id,
-        &profile,
-    );
-    let reg = NodeRegistration {
-        challenge: challenge.into(),
-        consent_token: granted.consent_token.token.clone(),
-        profile,
-        attestation: att,
-    };
-    s.signed(
-        n,
-        "/v1/nodes/register",
-        &serde_json::to_value(&reg).unwrap(),
-    )
-    .await
-    .expect(StatusCode::OK);
-}
-
 /// One bootstrapping challenge (f = 0, a known answer) leased and answered.
 async fn run_challenge(s: &TestServer, op: &Op, n: &SigningKey) -> String {
     let nonce = "dashboard-challenge";
-    let st = TaskStatement {
-        version: TASK_STATEMENT_VERSION.into(),
-        module_sha256: hex::encode(signing::sha256(MODULE)),
-        task_type: "data-processing".into(),
-        inputs: TaskInputs {
-            args: vec![nonce.into()],
-            ..Default::default()
-        },
-        requirements: TaskRequirements {
-            cpu_cores: 1,
-            ram_mb: 64,
-            storage_gb: 0,
-            bandwidth_mbps: 0,
-        },
-        limits: TaskLimits {
-            fuel: 1_000_000,
-            memory_mb: 64,
-            wall_seconds: 60,
-            cpu_percent: 50,
-        },
-        random_seed: 1,
-        deadline: s.now() + 3600,
-        f: 0,
-        max_replicas: 1,
-        adaptive: false,
-        nonce: nonce.into(),
-    };
-    let digest = hex::encode(signing::sha256(nonce.as_bytes()));
-    let sub = TaskSubmission {
-        signature: sign_task(&op.key, &st),
-        statement: st,
-        operator_public_key: key_of(&op.key),
-        bootstrap: true,
-        known_digest: Some(digest.clone()),
-    };
-    let task_id = s
-        .post_raw("/v1/tasks", serde_json::to_vec(&sub).unwrap(), &[op.auth()])
-        .await
-        .expect(StatusCode::CREATED)["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let leased = s
-        .signed(n, "/v1/work/lease", &json!({"max_tasks": 1}))
-        .await
-        .expect(StatusCode::OK);
-    let a: Vec<Assignment> = serde_json::from_value(leased["assignments"].clone()).unwrap();
+    let task_id = submit(s, op, statement(s, 0, 1, nonce), Some(digest_of(nonce))).await;
+    let a = lease(s, n, 1).await;
     assert_eq!(a.len(), 1);
-    let node_id = key_of(n);
-    let sig = sign_result(
-        n,
-        &ResultStatement {
-            assignment_id: &a[0].assignment_id,
-            task_id: &a[0].task_id,
-            node_id: &node_id,
-            status: ReportStatus::Completed,
-            result_digest: &digest,
-        },
-    );
-    let r = ResultReport {
-        assignment_id: a[0].assignment_id.clone(),
-        task_id: a[0].task_id.clone(),
-        status: ReportStatus::Completed,
-        result_digest: digest,
-        exit_code: 0,
-        stdout: b64::encode(b"out"),
-        outputs: Default::default(),
-        failure: String::new(),
-        usage: Default::default(),
-        signature: sig,
-    };
-    s.signed(n, "/v1/work/results", &serde_json::to_value(&r).unwrap())
+    report(s, n, &a[0], &digest_of(nonce))
         .await
         .expect(StatusCode::OK);
     task_id

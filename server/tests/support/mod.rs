@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod coord;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
