@@ -3,6 +3,7 @@
 //! crawler's tests and benchmark.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,6 +71,9 @@ impl Nsd {
         );
         std::fs::write(self.path("nsd.conf"), conf).expect("write nsd.conf");
         let child = Command::new(nsd_binary())
+            // Its own process group, so `stop` reaches the server and xfrd
+            // processes NSD forks, not only the main one.
+            .process_group(0)
             .arg("-d")
             .arg("-c")
             .arg(self.path("nsd.conf"))
@@ -88,11 +92,26 @@ impl Nsd {
         self.serve(zone_text);
     }
 
-    /// Stops NSD (a DNS server that no longer answers).
+    /// Stops NSD (a DNS server that no longer answers). Killing only the
+    /// main process left its forked server answering on the port for a
+    /// while, so the whole process group goes, and `stop` returns once the
+    /// port is free.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            let pgid = child.id() as libc::pid_t;
+            // SAFETY: kill(2) takes plain integers; a negative pid signals
+            // the process group `serve` created for this NSD alone.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = child.wait();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while UdpSocket::bind(self.addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "nsd's port {} still in use 30 s after it was killed",
+                    self.addr
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
