@@ -560,30 +560,6 @@ async fn report(
             e.to_string(),
         ));
     }
-    // An agent reports only what it leased: a signed result for another
-    // node's assignment, or under another task, is never honest and counts
-    // as a policy violation (Byzantine evidence), not a mere conflict.
-    if let Some(a) = state.store.assignment(&r.assignment_id).await?
-        && (a.node_key != req.node_key || a.task_id != r.task_id)
-    {
-        misbehaved(
-            &state,
-            &req.node_key,
-            Misbehaviour::PolicyViolation,
-            "result for an assignment that is not the node's",
-        )
-        .await?;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "policy-violation",
-            "the report breaks the protocol",
-            format!(
-                "assignment {} is not this node's assignment of task {}; counted as a policy violation",
-                r.assignment_id, r.task_id
-            ),
-        )
-        .with_reason("policy_violation"));
-    }
     let outcome = state
         .store
         .record_result(ResultInput {
@@ -600,8 +576,29 @@ async fn report(
             heartbeat_interval: state.config.heartbeat_interval.as_secs(),
             policy: state.config.byzantine_policy,
         })
-        .await
-        .map_err(store_conflict)?;
+        .await;
+    let outcome = match outcome {
+        // An agent reports only what it leased: a signed result for another
+        // node's assignment, or under another task, is never honest and
+        // counts as a policy violation (Byzantine evidence).
+        Err(e @ StoreError::ForeignAssignment { .. }) => {
+            misbehaved(
+                &state,
+                &req.node_key,
+                Misbehaviour::PolicyViolation,
+                "result for an assignment that is not the node's",
+            )
+            .await?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "policy-violation",
+                "the report breaks the protocol",
+                format!("{e}; counted as a policy violation"),
+            )
+            .with_reason("policy_violation"));
+        }
+        other => other.map_err(store_conflict)?,
+    };
     revoke_excluded(&state, &outcome.excluded).await;
     if outcome.recorded {
         state.metrics.count("askee_results_recorded_total");

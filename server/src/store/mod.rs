@@ -52,6 +52,13 @@ pub enum StoreError {
     Conflict { what: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// A node reported on an assignment that is not its own (a policy
+    /// violation, not a mere conflict).
+    #[error("assignment {assignment_id} is not this node's replica of task {task_id}")]
+    ForeignAssignment {
+        assignment_id: String,
+        task_id: String,
+    },
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
 }

@@ -1191,11 +1191,9 @@ impl CoordinatorStore for SqlStore {
                 }
             };
             if a.task_id != input.task_id || a.node_key != input.node_key {
-                return Err(StoreError::Conflict {
-                    what: format!(
-                        "assignment {} is not this node's replica of task {}",
-                        input.assignment_id, input.task_id
-                    ),
+                return Err(StoreError::ForeignAssignment {
+                    assignment_id: input.assignment_id.clone(),
+                    task_id: input.task_id.clone(),
                 });
             }
             let not_recorded = |task: &TaskRecord| ResultOutcome {
