@@ -119,11 +119,20 @@ pub fn network_prefix(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// Adaptive replication (BOINC's scheme with spot checks).
+/// Adaptive replication (BOINC's scheme with spot checks), made stricter
+/// where BOINC accepts some wrong results: trust needs a long clean streak,
+/// a longer one after every wrong result, and then falls off quickly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AdaptivePolicy {
-    /// Consecutive valid results before a node is ever trusted alone.
+    /// Consecutive valid results before a node with no wrong result is ever
+    /// trusted alone; a node with `w` wrong results on record needs
+    /// `min_streak · (1 + w)²`. A node that errs at rate `e` reaches the
+    /// first threshold with probability `(1 − e)^min_streak` per run
+    /// (0.5% for `e` = 10% at 50).
     pub min_streak: u64,
+    /// How fast full replication falls once trusted: its chance is
+    /// `(decay / (streak − needed + decay))²`.
+    pub decay: u64,
     /// Share of single-replica tasks (millionths) that are still fully
     /// replicated as a spot check, however long the record.
     pub spot_check_micros: u32,
@@ -132,10 +141,20 @@ pub struct AdaptivePolicy {
 impl Default for AdaptivePolicy {
     fn default() -> Self {
         Self {
-            min_streak: 20,
-            spot_check_micros: 20_000,
+            min_streak: 50,
+            decay: 5,
+            spot_check_micros: 10_000,
         }
     }
+}
+
+/// The part of a node's record adaptive replication looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TrustRecord {
+    /// Consecutive results judged valid.
+    pub streak: u64,
+    /// Results judged wrong, ever.
+    pub wrong: u64,
 }
 
 /// The decision for an adaptive task's first replica.
@@ -147,19 +166,36 @@ pub enum Replication {
     Single,
 }
 
-/// Decides whether an adaptive task is given to a node alone. The chance of
-/// full replication is `min_streak / streak` (falling as the record grows),
-/// never below the spot-check share; below `min_streak` it is always full.
-/// `random` is a uniformly random number the caller draws.
-pub fn adaptive_replication(policy: &AdaptivePolicy, streak: u64, random: u64) -> Replication {
-    if streak < policy.min_streak.max(1) {
+/// The clean streak a node needs before adaptive replication ever trusts
+/// it alone.
+pub fn trust_threshold(policy: &AdaptivePolicy, wrong: u64) -> u64 {
+    let times = wrong.saturating_add(1);
+    policy
+        .min_streak
+        .max(1)
+        .saturating_mul(times.saturating_mul(times))
+}
+
+/// Decides whether an adaptive task is given to a node alone. Below
+/// [`trust_threshold`] it is always full; above, the chance of full
+/// replication is `(decay / (streak − threshold + decay))²`, never below the
+/// spot-check share. `random` is a uniformly random number the caller draws.
+pub fn adaptive_replication(
+    policy: &AdaptivePolicy,
+    record: TrustRecord,
+    random: u64,
+) -> Replication {
+    let needed = trust_threshold(policy, record.wrong);
+    if record.streak < needed {
         return Replication::Full;
     }
-    let micros = 1_000_000u64;
-    let replicate = (policy.min_streak.max(1) * micros / streak)
-        .max(u64::from(policy.spot_check_micros))
+    let micros = 1_000_000u128;
+    let k = u128::from(policy.decay.max(1));
+    let over = u128::from(record.streak - needed) + k;
+    let replicate = (micros * k * k / (over * over))
+        .max(u128::from(policy.spot_check_micros))
         .min(micros);
-    if random % micros < replicate {
+    if u128::from(random) % micros < replicate {
         Replication::Full
     } else {
         Replication::Single
@@ -205,7 +241,7 @@ pub fn lease_choice(
     token: &TokenFacts,
     task_types: &[TaskTypePolicy],
     adaptive: &AdaptivePolicy,
-    streak: u64,
+    record: TrustRecord,
     now: i64,
     candidate: &LeaseCandidate,
     random: u64,
@@ -229,7 +265,7 @@ pub fn lease_choice(
     if candidate.adaptive
         && !candidate.bootstrap
         && candidate.replicas_total == 0
-        && adaptive_replication(adaptive, streak, random) == Replication::Single
+        && adaptive_replication(adaptive, record, random) == Replication::Single
     {
         return LeaseChoice::TakeAlone;
     }
@@ -378,23 +414,53 @@ mod tests {
     #[test]
     fn adaptive_replication_trusts_only_long_records_and_keeps_spot_checks() {
         let p = AdaptivePolicy::default();
+        let clean = |streak| TrustRecord { streak, wrong: 0 };
         for r in 0..1000 {
-            assert_eq!(adaptive_replication(&p, 19, r * 997), Replication::Full);
+            assert_eq!(
+                adaptive_replication(&p, clean(49), r * 997),
+                Replication::Full
+            );
+            assert_eq!(
+                adaptive_replication(&p, clean(50), r * 997),
+                Replication::Full
+            );
+            // One wrong result on record: four times the streak.
+            let erred = TrustRecord {
+                streak: 199,
+                wrong: 1,
+            };
+            assert_eq!(adaptive_replication(&p, erred, r * 997), Replication::Full);
         }
-        let singles = |streak| {
+        assert_eq!(trust_threshold(&p, 0), 50);
+        assert_eq!(trust_threshold(&p, 2), 450);
+        assert_eq!(trust_threshold(&p, u64::MAX), u64::MAX);
+        let singles = |record| {
             (0..10_000u64)
                 .filter(|r| {
-                    adaptive_replication(&p, streak, r.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    adaptive_replication(&p, record, r.wrapping_mul(0x9E37_79B9_7F4A_7C15))
                         == Replication::Single
                 })
                 .count()
         };
-        let at30 = singles(30);
-        let at5000 = singles(5000);
-        assert!(at30 < at5000, "{at30} < {at5000}");
-        // Spot checks: never more than 98% single.
-        assert!(at5000 <= 9_850, "{at5000}");
-        assert!(at5000 >= 9_600, "{at5000}");
+        let at55 = singles(clean(55));
+        let at60 = singles(clean(60));
+        let at5000 = singles(clean(5000));
+        // (5/10)² = 25% and (5/15)² = 11% replicated.
+        assert!((7_300..=7_700).contains(&at55), "{at55}");
+        assert!((8_700..=9_100).contains(&at60), "{at60}");
+        assert!(at55 < at60 && at60 < at5000);
+        // Spot checks: never more than 99% single.
+        assert!((9_800..=9_960).contains(&at5000), "{at5000}");
+        let erred = singles(TrustRecord {
+            streak: 5000,
+            wrong: 2,
+        });
+        assert!((9_800..=9_960).contains(&erred), "{erred}");
+        let extreme = TrustRecord {
+            streak: u64::MAX,
+            wrong: 0,
+        };
+        assert!(singles(extreme) >= 9_800);
     }
 
     /// `lease_choice` against `assignment_allowed`, over every combination
@@ -416,7 +482,7 @@ mod tests {
                     for bootstrap in [false, true] {
                         for adaptive_task in [false, true] {
                             for replicas_total in [0, 1] {
-                                for streak in [0, 19, 20, 1_000_000] {
+                                for streak in [0, 49, 50, 1_000_000] {
                                     for random in [0, 999_999] {
                                         let mut n = node();
                                         n.reputation = reputation.and_then(Reputation::from_micros);
@@ -437,8 +503,9 @@ mod tests {
                                             adaptive: adaptive_task,
                                             replicas_total,
                                         };
+                                        let record = TrustRecord { streak, wrong: 0 };
                                         let got = lease_choice(
-                                            &n, &tok, &types, &adaptive, streak, NOW, &candidate,
+                                            &n, &tok, &types, &adaptive, record, NOW, &candidate,
                                             random,
                                         );
                                         let verdict = assignment_allowed(&n, &t, &tok, &types, NOW);
@@ -462,7 +529,7 @@ mod tests {
                                                 adaptive_task && !bootstrap && replicas_total == 0
                                             );
                                             assert_eq!(
-                                                adaptive_replication(&adaptive, streak, random),
+                                                adaptive_replication(&adaptive, record, random),
                                                 Replication::Single
                                             );
                                         }
@@ -483,7 +550,16 @@ mod tests {
             replicas_total: 0,
         };
         assert_eq!(
-            lease_choice(&node(), &token(), &types, &adaptive, 0, NOW, &unreadable, 0),
+            lease_choice(
+                &node(),
+                &token(),
+                &types,
+                &adaptive,
+                TrustRecord::default(),
+                NOW,
+                &unreadable,
+                0
+            ),
             LeaseChoice::Skip
         );
     }

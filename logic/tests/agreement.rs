@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 
 use askee_core::coord::{
-    AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, LeaseChoice, NodeCounters, lease_choice,
-    reputation_metrics,
+    AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, LeaseChoice, NodeCounters, TrustRecord,
+    lease_choice, reputation_metrics,
 };
 use askee_core::rules::node_reputation;
 use askee_core::rules::{
@@ -474,7 +474,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
             token,
             &types,
             &AdaptivePolicy::default(),
-            0,
+            TrustRecord::default(),
             NOW,
             &LeaseCandidate {
                 facts: Some(facts),

@@ -376,14 +376,17 @@ async fn lease(
     }
     let types = policies(&state);
     let adaptive = state.config.adaptive_policy;
-    let streak = node.stats.streak;
+    let record = askee_core::coord::TrustRecord {
+        streak: node.stats.streak,
+        wrong: node.stats.wrong,
+    };
     let choose_fn = move |t: &TaskRecord| {
         lease_choice(
             &facts,
             &token,
             &types,
             &adaptive,
-            streak,
+            record,
             now,
             &lease_candidate(t),
             rand::random(),
