@@ -152,7 +152,13 @@ fn main() {
         },
         ..Default::default()
     };
+    // Reference: the in-process engine with the epoch watchdog compiled in.
+    let epoch_engine =
+        askee_sandbox::runtime::WasmEngine::new(None, askee_sandbox::runtime::Watchdog::Epoch)
+            .expect("epoch engine");
+    let epoch_module = epoch_engine.compile(&bytes).expect("compile kernel");
     let mut wasm_t = Vec::new();
+    let mut epoch_t = Vec::new();
     let mut native_t = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -165,6 +171,11 @@ fn main() {
         let t = Instant::now();
         let run = engine.run(&module, &inv).expect("run kernel");
         wasm_t.push(t.elapsed());
+        let t = Instant::now();
+        let epoch_run = epoch_engine.run(&epoch_module, &inv).expect("run kernel");
+        epoch_t.push(t.elapsed());
+        assert_eq!(epoch_run.stdout, run.stdout);
+        assert_eq!(epoch_run.fuel_consumed, run.fuel_consumed);
         assert_eq!(
             String::from_utf8_lossy(&run.stdout),
             expect,
@@ -175,7 +186,16 @@ fn main() {
     let (wn, _) = pct(wasm_t.clone());
     let (nn, _) = pct(native_t.clone());
     show("sieve 20x2e6 native", native_t);
-    show("sieve 20x2e6 wasm (fuel+epochs, in-process)", wasm_t);
+    let (en, _) = pct(epoch_t.clone());
+    show("sieve 20x2e6 wasm (worker engine: fuel, no epochs)", wasm_t);
+    show(
+        "sieve 20x2e6 wasm (in-process engine: fuel + epochs)",
+        epoch_t,
+    );
+    println!(
+        "wasm speed relative to native with the epoch watchdog: {:.2}x",
+        nn.as_secs_f64() / en.as_secs_f64()
+    );
     println!(
         "wasm speed relative to native: {:.2}x",
         nn.as_secs_f64() / wn.as_secs_f64()

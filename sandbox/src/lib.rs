@@ -132,12 +132,18 @@ impl Sandbox {
         })?;
         Ok(Sandbox {
             #[cfg(feature = "wasm")]
-            engine: runtime::WasmEngine::new(Some(config.work_dir.join("modules")))?,
+            // Compiled for the worker, which runs under the parent's kill-all.
+            engine: runtime::WasmEngine::new(
+                Some(config.work_dir.join("modules")),
+                runtime::Watchdog::External,
+            )?,
             config,
         })
     }
 
-    /// The module engine (compile ahead of time, run in-process for measurement).
+    /// The module engine (compile ahead of time, run in-process for measurement). Its
+    /// code has no epoch checks ([`runtime::Watchdog::External`]): an in-process run is
+    /// bounded by its fuel, not by its wall-clock limit.
     #[cfg(feature = "wasm")]
     pub fn engine(&self) -> &runtime::WasmEngine {
         &self.engine

@@ -115,7 +115,11 @@ fn clocks_and_randomness_are_deterministic_in_and_out_of_the_sandbox() {
 #[test]
 fn jobs_compiling_one_module_at_once_all_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = askee_sandbox::runtime::WasmEngine::new(Some(dir.path().join("cache"))).unwrap();
+    let engine = askee_sandbox::runtime::WasmEngine::new(
+        Some(dir.path().join("cache")),
+        askee_sandbox::runtime::Watchdog::Epoch,
+    )
+    .unwrap();
     // Many functions: compiling takes long enough for the writers to meet.
     let funcs: String = (0..400)
         .map(|i| {
@@ -153,4 +157,53 @@ fn jobs_compiling_one_module_at_once_all_complete() {
             "{out:?}"
         );
     }
+}
+
+/// The two watchdogs, in-process: the epoch engine stops a spinning guest at
+/// its wall-clock limit by itself, and both stop a guest that ignores write
+/// errors on a full stdout (the cap traps; no watchdog is needed), with the
+/// same output and the same fuel.
+#[test]
+fn in_process_limits_hold_under_both_watchdogs() {
+    use askee_sandbox::KillReason;
+    use askee_sandbox::runtime::{Invocation, WasmEngine, Watchdog};
+    use askee_sandbox::types::WasmEnd;
+    use std::time::Duration;
+
+    let spin = wat("(loop $l (br $l))", "");
+    let epoch = WasmEngine::new(None, Watchdog::Epoch).unwrap();
+    let inv = Invocation {
+        limits: askee_sandbox::Limits {
+            fuel: u64::MAX,
+            wall_time: Duration::from_millis(300),
+            ..limits()
+        },
+        ..Default::default()
+    };
+    let run = epoch.run(&epoch.compile(&spin).unwrap(), &inv).unwrap();
+    assert_eq!(run.end, WasmEnd::Killed(KillReason::WallTime));
+
+    // 4096 bytes per write, errors ignored, forever.
+    let flood = wat(
+        "(loop $l (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br $l))",
+        r#"(data (i32.const 0) "\10\00\00\00\00\10\00\00")"#,
+    );
+    let inv = Invocation {
+        limits: askee_sandbox::Limits {
+            fuel: 10_000_000_000,
+            stdout_bytes: 10_000,
+            ..limits()
+        },
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    for watchdog in [Watchdog::Epoch, Watchdog::External] {
+        let engine = WasmEngine::new(None, watchdog).unwrap();
+        let run = engine.run(&engine.compile(&flood).unwrap(), &inv).unwrap();
+        assert_eq!(run.end, WasmEnd::OutputTruncated, "{watchdog:?}");
+        assert_eq!(run.stdout.len(), 10_000, "{watchdog:?}: filled to the cap");
+        runs.push(run);
+    }
+    assert_eq!(runs[0].stdout, runs[1].stdout);
+    assert_eq!(runs[0].fuel_consumed, runs[1].fuel_consumed);
 }

@@ -980,8 +980,9 @@ fn run_wasm(
     artifact: Option<Vec<u8>>,
     hash: [u8; 32],
 ) -> Result<i32, Stage> {
-    use crate::runtime::{Invocation, WasmEngine};
-    let engine = WasmEngine::new(None).map_err(st("wasm engine"))?;
+    use crate::runtime::{Invocation, WasmEngine, Watchdog};
+    // The parent enforces the wall-clock limit with a kill-all of the cgroup.
+    let engine = WasmEngine::new(None, Watchdog::External).map_err(st("wasm engine"))?;
     let bytes = artifact.unwrap_or_default();
     let module = engine
         .load_artifact_bytes(&bytes)
