@@ -66,6 +66,7 @@ fn freeze_latency() {
     let sandbox = Sandbox::new(SandboxConfig {
         worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
         work_dir: dir.path().join("work"),
+        spare_worker: false,
     })
     .unwrap();
     let mut spec = TaskSpec::wasm(

@@ -386,6 +386,7 @@ pub fn validate(home: &Path, opts: &Options) -> Result<Report, InterferenceError
     let sandbox = Sandbox::new(SandboxConfig {
         worker: opts.worker.clone().unwrap_or_else(default_worker),
         work_dir: scratch.join("interference"),
+        spare_worker: false,
     })
     .map_err(|source| InterferenceError::Task {
         task: "any",

@@ -818,6 +818,7 @@ async fn daemon(home: Home, args: &RunArgs) -> anyhow::Result<()> {
     let sandbox = askee_sandbox::Sandbox::new(askee_sandbox::SandboxConfig {
         worker: askee_agent::interference::default_worker(),
         work_dir: home.dir().join("sandbox"),
+        spare_worker: true,
     })?;
     let exec = Executor::new(sandbox, config.scratch(home.dir()), Registry::new(tasks));
     let runner = Runner::new(

@@ -106,6 +106,7 @@ fn busy_freezes_and_idle_thaws_a_sandboxed_task() {
     let sandbox = Sandbox::new(SandboxConfig {
         worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
         work_dir: dir.path().join("work"),
+        spare_worker: false,
     })
     .unwrap();
     let mut spec = TaskSpec::wasm(

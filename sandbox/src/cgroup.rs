@@ -297,6 +297,51 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+impl CgroupUsage {
+    /// The counters accrued since `baseline` was read (the peak is not a counter
+    /// and stays as read).
+    pub fn since(&self, baseline: &CgroupUsage) -> CgroupUsage {
+        let sub = |a: Option<u64>, b: Option<u64>| a.map(|a| a.saturating_sub(b.unwrap_or(0)));
+        CgroupUsage {
+            cpu_time: self
+                .cpu_time
+                .map(|t| t.saturating_sub(baseline.cpu_time.unwrap_or_default())),
+            peak_memory_bytes: self.peak_memory_bytes,
+            io_read_bytes: sub(self.io_read_bytes, baseline.io_read_bytes),
+            io_write_bytes: sub(self.io_write_bytes, baseline.io_write_bytes),
+            oom_kills: self.oom_kills.saturating_sub(baseline.oom_kills),
+            pids_limit_hits: self
+                .pids_limit_hits
+                .saturating_sub(baseline.pids_limit_hits),
+        }
+    }
+}
+
+/// Remove task cgroups that askee processes no longer alive left behind (a crash
+/// skips their cleanup): empty directories named `askee-<pid>-…` below this
+/// process's cgroups whose pid does not exist. Non-empty ones stay.
+pub fn remove_stale(layout: &CgroupLayout) {
+    let parents = layout.v2_dir.iter().chain(layout.v1_dirs.values());
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("askee-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 impl TaskCgroup {
     /// Create a cgroup named `name` below this process's cgroup and apply `limits`.
     pub fn create(layout: &CgroupLayout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
@@ -348,21 +393,68 @@ impl TaskCgroup {
         }
         let dir = parent.join(name);
         mkdir(&dir)?;
-        let cg = TaskCgroup::V2 { dir: dir.clone() };
-        write(
-            dir.join("cpu.max"),
-            &format!("{} {}", cpu_quota_us(limits.cpu_percent), CPU_PERIOD_US),
-        )?;
-        write(
-            dir.join("memory.high"),
-            &memory_high(limits.memory_bytes).to_string(),
-        )?;
-        write(dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-        write_if_present(dir.join("memory.swap.max"), "0")?;
-        write_if_present(dir.join("memory.oom.group"), "1")?;
-        write(dir.join("pids.max"), &limits.pids.to_string())?;
-        write_if_present(dir.join("cpu.idle"), "1")?;
+        let cg = TaskCgroup::V2 { dir };
+        cg.apply_limits(limits)?;
         Ok(cg)
+    }
+
+    /// Write `limits` into the cgroup's files, at creation or again for another task
+    /// (a spare worker's cgroup gets its task's limits when the task arrives).
+    pub fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        match self {
+            TaskCgroup::V2 { dir } => {
+                write(
+                    dir.join("cpu.max"),
+                    &format!("{} {}", cpu_quota_us(limits.cpu_percent), CPU_PERIOD_US),
+                )?;
+                write(
+                    dir.join("memory.high"),
+                    &memory_high(limits.memory_bytes).to_string(),
+                )?;
+                write(dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+                write_if_present(dir.join("memory.swap.max"), "0")?;
+                write_if_present(dir.join("memory.oom.group"), "1")?;
+                write(dir.join("pids.max"), &limits.pids.to_string())?;
+                write_if_present(dir.join("cpu.idle"), "1")?;
+            }
+            TaskCgroup::V1 { dirs } => {
+                if let Some(d) = dirs.get("cpu") {
+                    write(d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(
+                        d.join("cpu.cfs_quota_us"),
+                        &cpu_quota_us(limits.cpu_percent).to_string(),
+                    )?;
+                    write_if_present(d.join("cpu.idle"), "1")?;
+                }
+                if let Some(d) = dirs.get("memory") {
+                    let bytes = limits.memory_bytes.to_string();
+                    let memsw = d.join("memory.memsw.limit_in_bytes");
+                    // memsw must stay >= limit_in_bytes at every step: when raising,
+                    // memsw goes first; when lowering (or at creation), the limit.
+                    let current: Option<u64> = fs::read_to_string(d.join("memory.limit_in_bytes"))
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                    let raising = current.is_some_and(|c| limits.memory_bytes > c);
+                    if raising {
+                        write_if_present(&memsw, &bytes)?;
+                    }
+                    write(d.join("memory.limit_in_bytes"), &bytes)?;
+                    // v1 has no memory.high; the soft limit is its reclaim-first counterpart.
+                    write_if_present(
+                        d.join("memory.soft_limit_in_bytes"),
+                        &memory_high(limits.memory_bytes).to_string(),
+                    )?;
+                    // Equal to the limit, so no swap is used.
+                    if !raising {
+                        write_if_present(&memsw, &bytes)?;
+                    }
+                }
+                if let Some(d) = dirs.get("pids") {
+                    write(d.join("pids.max"), &limits.pids.to_string())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// v1: one cgroup per controller hierarchy.
@@ -378,36 +470,7 @@ impl TaskCgroup {
             dirs.insert(ctrl.clone(), dir);
         }
         let cg = TaskCgroup::V1 { dirs };
-        let TaskCgroup::V1 { dirs } = &cg else {
-            unreachable!("constructed as v1 above")
-        };
-        if let Some(d) = dirs.get("cpu") {
-            write(d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-            write(
-                d.join("cpu.cfs_quota_us"),
-                &cpu_quota_us(limits.cpu_percent).to_string(),
-            )?;
-            write_if_present(d.join("cpu.idle"), "1")?;
-        }
-        if let Some(d) = dirs.get("memory") {
-            write(
-                d.join("memory.limit_in_bytes"),
-                &limits.memory_bytes.to_string(),
-            )?;
-            // v1 has no memory.high; the soft limit is its reclaim-first counterpart.
-            write_if_present(
-                d.join("memory.soft_limit_in_bytes"),
-                &memory_high(limits.memory_bytes).to_string(),
-            )?;
-            // memsw must be >= limit_in_bytes: set it equal, so no swap is used.
-            write_if_present(
-                d.join("memory.memsw.limit_in_bytes"),
-                &limits.memory_bytes.to_string(),
-            )?;
-        }
-        if let Some(d) = dirs.get("pids") {
-            write(d.join("pids.max"), &limits.pids.to_string())?;
-        }
+        cg.apply_limits(limits)?;
         Ok(cg)
     }
 

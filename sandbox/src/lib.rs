@@ -88,6 +88,10 @@ pub struct SandboxConfig {
     pub worker: PathBuf,
     /// Private directory for task roots and the compiled-module cache.
     pub work_dir: PathBuf,
+    /// Keep one worker process started ahead of the next task (Linux), so a task
+    /// starts without waiting for the worker's exec: about 1.4 ms of a 5 ms start
+    /// here, for one idle process.
+    pub spare_worker: bool,
 }
 
 impl SandboxConfig {
@@ -110,6 +114,7 @@ impl SandboxConfig {
         Ok(SandboxConfig {
             worker,
             work_dir: work_dir.into(),
+            spare_worker: false,
         })
     }
 }
@@ -130,6 +135,9 @@ impl Sandbox {
             path: config.work_dir.clone(),
             source,
         })?;
+        if config.spare_worker {
+            sys::keep_spare(&config.worker, true);
+        }
         Ok(Sandbox {
             #[cfg(feature = "wasm")]
             // Compiled for the worker, which runs under the parent's kill-all.
@@ -182,9 +190,23 @@ impl Sandbox {
         })
     }
 
+    /// Worker processes started ahead of their tasks and ready now (0 or 1 unless
+    /// several sandboxes share the worker binary).
+    pub fn spares_ready(&self) -> usize {
+        sys::spares_ready(&self.config.worker)
+    }
+
     /// Run a task to its end.
     pub fn run(&self, spec: &TaskSpec) -> Result<TaskOutcome, SandboxError> {
         Ok(self.spawn(spec)?.wait()?.0)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.config.spare_worker {
+            sys::keep_spare(&self.config.worker, false);
+        }
     }
 }
 

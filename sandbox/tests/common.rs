@@ -11,6 +11,7 @@ pub fn sandbox(dir: &Path) -> Sandbox {
     let cfg = SandboxConfig {
         worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-worker")),
         work_dir: dir.join("work"),
+        spare_worker: true,
     };
     Sandbox::new(cfg).expect("sandbox")
 }

@@ -9,6 +9,7 @@
 //! builds the root, confines itself and runs the task (wasm in-process, or `execve` of
 //! a native program). The outer worker waits and reports the exit status.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -18,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -155,7 +156,12 @@ pub fn probe() -> HostCapabilities {
 
 fn cached_layout() -> Option<&'static CgroupLayout> {
     static L: OnceLock<Option<CgroupLayout>> = OnceLock::new();
-    L.get_or_init(|| CgroupLayout::detect().ok()).as_ref()
+    L.get_or_init(|| {
+        let layout = CgroupLayout::detect().ok()?;
+        crate::cgroup::remove_stale(&layout);
+        Some(layout)
+    })
+    .as_ref()
 }
 
 // ---------------------------------------------------------------------------
@@ -165,6 +171,9 @@ fn cached_layout() -> Option<&'static CgroupLayout> {
 #[derive(Debug)]
 pub struct Control {
     cgroup: Option<TaskCgroup>,
+    /// The cgroup's counters when the task began (a spare's cgroup already
+    /// counted its worker's start).
+    baseline: crate::cgroup::CgroupUsage,
     worker_pid: i32,
     terminated: AtomicBool,
     truncated: AtomicBool,
@@ -232,12 +241,12 @@ impl Control {
 
 /// A task started by [`spawn`].
 pub struct Running {
+    worker: PathBuf,
     child: Child,
     control: Arc<Control>,
     started: Instant,
     wall: Duration,
     cpu_time: Duration,
-    task_dir: PathBuf,
     stdout: JoinHandle<Vec<u8>>,
     stderr: JoinHandle<Vec<u8>>,
     reports: JoinHandle<Vec<u8>>,
@@ -280,6 +289,277 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
 
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A worker process started ahead of its request: exec'd, its runtime
+/// initialised, blocked reading the request on stdin. A spare already sits in a
+/// cgroup of its own: joining one takes the kernel's cgroup migration lock, which
+/// waits out an RCU grace period (several milliseconds on an idle machine), so the
+/// spare pays that before its task arrives, not during it.
+struct Started {
+    child: Child,
+    report_r: OwnedFd,
+    cgroup: Option<TaskCgroup>,
+}
+
+impl Started {
+    fn discard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(c) = &self.cgroup {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// A spare: a worker at `SCHED_IDLE` moved into a new cgroup (default limits
+/// until its task's are written).
+fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
+    let mut w = start_worker(worker, true)?;
+    let Some(layout) = cached_layout().filter(|l| l.enforcing_version().is_some()) else {
+        return Ok(w);
+    };
+    let name = format!(
+        "askee-{}-{}",
+        std::process::id(),
+        TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let cgroup = match TaskCgroup::create(layout, &name, &crate::types::Limits::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            // The task's cgroup is then made and joined when it arrives.
+            tracing::warn!(error = %e, "creating a spare worker's cgroup");
+            return Ok(w);
+        }
+    };
+    let pid = w.child.id().to_string();
+    for f in cgroup.procs_files() {
+        if let Err(e) = fs::write(&f, &pid) {
+            tracing::warn!(error = %e, file = %f.display(), "moving a spare worker into its cgroup");
+            w.cgroup = Some(cgroup);
+            w.discard();
+            return Err(SandboxError::Io {
+                op: "move a spare worker into its cgroup".into(),
+                path: f,
+                source: e,
+            });
+        }
+    }
+    w.cgroup = Some(cgroup);
+    Ok(w)
+}
+
+/// Exec `worker` with piped stdio and the report pipe as its fd 3; a spare
+/// (`idle`) starts at `SCHED_IDLE`, so it is made only from idle CPU and never
+/// delays a running task or the volunteer's own work.
+fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
+    let (report_r, report_w) = pipe()?;
+    let report_w_raw = report_w.as_raw_fd();
+    let mut cmd = Command::new(worker);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear();
+    // SAFETY: the closure only calls dup2, fcntl and sched_setscheduler, plain system
+    // calls that are async-signal-safe; they make the report pipe's write end the
+    // child's fd 3 without FD_CLOEXEC.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto the same number does nothing, FD_CLOEXEC included: when
+            // the pipe itself got fd 3 (another thread closed 3 while pipe2 ran),
+            // clear the flag, or the worker starts without its report pipe.
+            let ok = if report_w_raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(report_w_raw, 3) >= 0
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            if idle {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        path: worker.to_path_buf(),
+        source,
+    })?;
+    drop(report_w);
+    Ok(Started {
+        child,
+        report_r,
+        cgroup: None,
+    })
+}
+
+/// Milliseconds since the first call, at the last task start or end in this
+/// process.
+static LAST_ACTIVITY_MS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn note_activity() {
+    LAST_ACTIVITY_MS.store(clock_ms(), Ordering::Relaxed);
+}
+
+/// How long no task may have started or ended before a spare is made. Making one
+/// takes the kernel's cgroup locks while a new member joins its cgroup (an RCU
+/// grace period); a task starting or ending meanwhile would wait for them.
+const SPARE_QUIET: Duration = Duration::from_millis(10);
+
+/// Spare workers per worker binary, for the sandboxes that asked for them.
+#[derive(Default)]
+struct Spares {
+    /// Per binary: how many sandboxes want a spare, and the spares ready.
+    ready: HashMap<PathBuf, (usize, Vec<Started>)>,
+}
+
+/// A request for a spare of a worker binary, with whom to tell when it is ready.
+type Refill = (PathBuf, Option<mpsc::Sender<()>>);
+
+/// The spares, and the channel to the thread that makes them (none when that
+/// thread could not start).
+type SparePool = (Mutex<Spares>, Option<Mutex<mpsc::Sender<Refill>>>);
+
+fn spares() -> &'static SparePool {
+    static S: OnceLock<SparePool> = OnceLock::new();
+    S.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Refill>();
+        // One thread for the life of the process starts every spare: a worker's
+        // parent-death signal fires when the *thread* that forked it exits, so the
+        // forking thread must outlive its workers.
+        let thread = std::thread::Builder::new()
+            .name("askee-spares".into())
+            .spawn(move || {
+                for (worker, done) in rx {
+                    // A debounce, not synchronisation: wait for a pause between tasks.
+                    loop {
+                        let quiet =
+                            clock_ms().saturating_sub(LAST_ACTIVITY_MS.load(Ordering::Relaxed));
+                        let need = SPARE_QUIET.as_millis() as u64;
+                        if quiet >= need {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(need - quiet));
+                    }
+                    let wanted = |s: &Spares| {
+                        s.ready
+                            .get(&worker)
+                            .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
+                    };
+                    if wanted(&lock_spares()) {
+                        match start_spare(&worker) {
+                            Ok(w) => {
+                                let mut s = lock_spares();
+                                match s.ready.get_mut(&worker) {
+                                    Some((want, ready)) if *want > 0 => ready.push(w),
+                                    _ => w.discard(),
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "starting a spare worker"),
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+            });
+        match thread {
+            Ok(_) => (Mutex::new(Spares::default()), Some(Mutex::new(tx))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no spare-worker thread: every task starts its worker");
+                (Mutex::new(Spares::default()), None)
+            }
+        }
+    })
+}
+
+fn lock_spares() -> std::sync::MutexGuard<'static, Spares> {
+    spares().0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn refill(worker: &Path, done: Option<mpsc::Sender<()>>) -> bool {
+    spares().1.as_ref().is_some_and(|tx| {
+        tx.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((worker.to_path_buf(), done))
+            .is_ok()
+    })
+}
+
+/// Keep one worker of `worker` started ahead of the next task (`on`; returns
+/// once the first spare was tried, so the next task finds it), or stop wanting
+/// it; the spare goes when no sandbox wants it any more.
+pub fn keep_spare(worker: &Path, on: bool) {
+    let mut s = lock_spares();
+    let entry = s.ready.entry(worker.to_path_buf()).or_default();
+    if on {
+        entry.0 += 1;
+        drop(s);
+        let (tx, rx) = mpsc::channel();
+        if refill(worker, Some(tx)) {
+            let _ = rx.recv();
+        }
+    } else {
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            let gone = std::mem::take(&mut entry.1);
+            drop(s);
+            gone.into_iter().for_each(Started::discard);
+            // A spare being made now is discarded when it is done: wait for that,
+            // so none outlives the last sandbox that wanted it.
+            let (tx, rx) = mpsc::channel();
+            if refill(worker, Some(tx)) {
+                let _ = rx.recv();
+            }
+        }
+    }
+}
+
+/// Ask for a new spare of `worker` if a sandbox wants one; it is made once the
+/// sandboxes of this process pause ([`SPARE_QUIET`]).
+fn refill_if_wanted(worker: &Path) {
+    let wanted = lock_spares()
+        .ready
+        .get(worker)
+        .is_some_and(|(want, ready)| *want > 0 && ready.is_empty());
+    if wanted {
+        refill(worker, None);
+    }
+}
+
+/// How many spares of `worker` are ready.
+pub fn spares_ready(worker: &Path) -> usize {
+    lock_spares()
+        .ready
+        .get(worker)
+        .map_or(0, |(_, ready)| ready.len())
+}
+
+/// A live spare of `worker`, if one is ready. Its replacement is asked for when
+/// the task ends ([`Running::wait`]), not now, so making it never competes with
+/// this task's start.
+fn take_spare(worker: &Path) -> Option<Started> {
+    let mut s = lock_spares();
+    let (want, ready) = s.ready.get_mut(worker)?;
+    if *want == 0 {
+        return None;
+    }
+    let mut found = None;
+    while let Some(mut w) = ready.pop() {
+        if matches!(w.child.try_wait(), Ok(None)) {
+            found = Some(w);
+            break;
+        }
+        w.discard();
+    }
+    found
+}
+
 /// Start the worker for `mode` in a fresh sandbox.
 pub fn spawn(
     worker: &Path,
@@ -287,13 +567,16 @@ pub fn spawn(
     mode: WorkerMode,
     spec: &crate::types::TaskSpec,
 ) -> Result<Running, SandboxError> {
+    note_activity();
     let id = format!(
         "askee-{}-{}",
         std::process::id(),
         TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let task_dir = work_dir.join("tasks").join(&id);
-    let root_dir = task_dir.join("root");
+    // The root's mount point: every task mounts its own tmpfs there inside its
+    // private mount namespace, so on the host it stays an empty directory that
+    // all tasks share.
+    let root_dir = work_dir.join("root");
     fs::create_dir_all(&root_dir).map_err(|source| SandboxError::Io {
         op: "create task root".into(),
         path: root_dir.clone(),
@@ -304,8 +587,39 @@ pub fn spawn(
     cg_limits.memory_bytes = spec.limits.memory_bytes
         + spec.limits.storage_bytes
         + if is_wasm { WASM_RUNTIME_OVERHEAD } else { 0 };
-    let cgroup = match cached_layout() {
-        Some(l) if l.enforcing_version().is_some() => Some(TaskCgroup::create(l, &id, &cg_limits)?),
+    // A spare in its own cgroup takes the task's limits there; otherwise the
+    // worker joins a new cgroup when it reads the request.
+    let mut spare = take_spare(worker);
+    let mut joined = None;
+    if let Some(cg) = spare.as_mut().and_then(|w| w.cgroup.take()) {
+        match cg.apply_limits(&cg_limits) {
+            Ok(()) => joined = Some(cg),
+            Err(e) => {
+                tracing::warn!(error = %e, "limits for a spare worker's cgroup");
+                if let Some(w) = spare.take() {
+                    Started {
+                        cgroup: Some(cg),
+                        ..w
+                    }
+                    .discard();
+                }
+            }
+        }
+    }
+    let baseline = joined.as_ref().map(|c| c.usage()).unwrap_or_default();
+    let cgroup = match (joined.is_some(), cached_layout()) {
+        (true, _) => None,
+        (false, Some(l)) if l.enforcing_version().is_some() => {
+            match TaskCgroup::create(l, &id, &cg_limits) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if let Some(w) = spare.take() {
+                        w.discard();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         _ => {
             tracing::warn!("no usable cgroup hierarchy: limits rely on rlimits only");
             None
@@ -328,42 +642,28 @@ pub fn spawn(
     let req_json = serde_json::to_vec(&req).map_err(|e| SandboxError::Protocol {
         message: format!("encoding request: {e}"),
     })?;
-    let (report_r, report_w) = pipe()?;
-    let report_w_raw = report_w.as_raw_fd();
-    let mut cmd = Command::new(worker);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_clear();
-    // SAFETY: the closure only calls dup2, which is async-signal-safe; it makes the
-    // report pipe's write end the child's fd 3 (dup2 clears FD_CLOEXEC on the copy).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(report_w_raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+    let started = match spare {
+        Some(w) => Ok(w),
+        None => start_worker(worker, false),
+    };
+    let Started {
+        mut child,
+        report_r,
+        ..
+    } = match started {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some(c) = cgroup.as_ref().or(joined.as_ref()) {
+                let _ = c.remove();
             }
-            Ok(())
-        });
-    }
-    let cleanup = |cg: &Option<TaskCgroup>| {
-        if let Some(c) = cg {
-            let _ = c.remove();
+            return Err(e);
         }
     };
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(source) => {
-            cleanup(&cgroup);
-            return Err(SandboxError::Spawn {
-                path: worker.to_path_buf(),
-                source,
-            });
-        }
-    };
-    drop(report_w);
+    let cgroup = cgroup.or(joined);
     let worker_pid = child.id() as i32;
     let control = Arc::new(Control {
         cgroup,
+        baseline,
         worker_pid,
         terminated: AtomicBool::new(false),
         truncated: AtomicBool::new(false),
@@ -398,12 +698,12 @@ pub fn spawn(
         v
     });
     Ok(Running {
+        worker: worker.to_path_buf(),
         child,
         control,
         started: Instant::now(),
         wall: spec.limits.wall_time,
         cpu_time: spec.limits.cpu_time,
-        task_dir,
         stdout,
         stderr,
         reports,
@@ -481,7 +781,15 @@ impl Running {
             source,
         })?;
         // Stragglers (e.g. a fork bomb's children when the worker died) go too.
-        self.control.kill_all();
+        // With the worker reaped nothing can join the cgroup any more, so an
+        // empty one needs no kill-all (on v1 that is a freeze and a thaw), and
+        // the worker's own pid is not signalled: it may already be reused.
+        if let Some(cg) = &self.control.cgroup
+            && cg.pids().map_or(true, |p| !p.is_empty())
+            && let Err(e) = cg.kill_all()
+        {
+            tracing::warn!(error = %e, "cgroup kill-all of stragglers failed");
+        }
         let wall_time = self.started.elapsed();
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
@@ -490,14 +798,15 @@ impl Running {
             .control
             .cgroup
             .as_ref()
-            .map(|c| c.usage())
+            .map(|c| c.usage().since(&self.control.baseline))
             .unwrap_or_default();
         if let Some(c) = &self.control.cgroup
             && let Err(e) = c.remove()
         {
             tracing::warn!(error = %e, "removing task cgroup");
         }
-        let _ = fs::remove_dir_all(&self.task_dir);
+        note_activity();
+        refill_if_wanted(&self.worker);
 
         let mut usage = Usage {
             wall_time,

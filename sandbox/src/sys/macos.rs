@@ -97,6 +97,15 @@ pub struct Running {
     control: Arc<Control>,
 }
 
+/// Workers are not started ahead of their tasks on this platform: every task
+/// starts its own.
+pub fn keep_spare(_worker: &Path, _on: bool) {}
+
+/// No spares on this platform.
+pub fn spares_ready(_worker: &Path) -> usize {
+    0
+}
+
 /// Start the worker at background priority with rlimits.
 pub fn spawn(
     worker: &Path,

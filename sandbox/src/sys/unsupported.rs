@@ -31,6 +31,15 @@ pub struct Running {
     control: Arc<Control>,
 }
 
+/// Workers are not started ahead of their tasks on this platform: every task
+/// starts its own.
+pub fn keep_spare(_worker: &Path, _on: bool) {}
+
+/// No spares on this platform.
+pub fn spares_ready(_worker: &Path) -> usize {
+    0
+}
+
 /// Always unsupported.
 pub fn spawn(_w: &Path, _d: &Path, _m: WorkerMode, _s: &TaskSpec) -> Result<Running, SandboxError> {
     Err(SandboxError::Unsupported {

@@ -119,6 +119,15 @@ pub struct Running {
     wall: std::time::Duration,
 }
 
+/// Workers are not started ahead of their tasks on this platform: every task
+/// starts its own.
+pub fn keep_spare(_worker: &Path, _on: bool) {}
+
+/// No spares on this platform.
+pub fn spares_ready(_worker: &Path) -> usize {
+    0
+}
+
 /// Start the worker inside a Job Object.
 pub fn spawn(
     worker: &Path,
