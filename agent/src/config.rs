@@ -80,7 +80,7 @@ pub struct Network {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            sample_interval_ms: 1_000,
+            sample_interval_ms: 100,
             exclusive_programs: Vec::new(),
             scratch_dir: None,
             network: Network::default(),

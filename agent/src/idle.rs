@@ -137,9 +137,46 @@ impl Sensors {
             errors,
         }
     }
+
+    /// Reads only the sources that show the volunteer coming back (CPU and
+    /// input) and keeps the others from `previous`: cheap enough to run every
+    /// 100 ms, where a full read (the exclusive-program scan reads every
+    /// `/proc/*/comm`) is not.
+    pub fn read_fast(&mut self, started: Instant, previous: &Reading) -> Sample {
+        let mut errors = Vec::new();
+        let cpu_percent = match self.cpu.busy_percent() {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(("cpu", e));
+                None
+            }
+        };
+        let input_idle_secs = match self.input.idle_secs() {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(("input", e));
+                Some(0)
+            }
+        };
+        Sample {
+            reading: Reading {
+                at_ms: started.elapsed().as_millis() as u64,
+                cpu_percent,
+                input_idle_secs,
+                ..previous.clone()
+            },
+            errors,
+        }
+    }
 }
 
-/// Samples [`Sensors`] every `interval` and publishes the verdict.
+/// How often the slow sources (network, memory, power, exclusive programs)
+/// are read when the monitor samples more often than this.
+pub const SLOW_SOURCES_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Samples [`Sensors`] every `interval` and publishes the verdict. CPU and input
+/// are read at every sample; the slow sources once per
+/// [`SLOW_SOURCES_INTERVAL`] (every sample when `interval` is longer).
 pub struct IdleMonitor {
     pub sensors: Sensors,
     pub thresholds: IdleThresholds,
@@ -173,18 +210,28 @@ impl IdleMonitor {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sensors = Some(sensors);
         let mut reported_errors = false;
+        // Every `slow_every`-th sample reads every source; the others only
+        // the fast ones (a count, not a clock, so it is exact under test).
+        let slow_every = (SLOW_SOURCES_INTERVAL.as_millis() / interval.as_millis().max(1)).max(1);
+        let mut samples: u128 = 0;
+        let mut full: Option<Reading> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = tx.closed() => return,
             }
             let Some(mut s) = sensors.take() else { return };
+            let previous = full.clone().filter(|_| samples % slow_every != 0);
+            samples += 1;
             let joined = tokio::task::spawn_blocking(move || {
-                let sample = s.read(started);
-                (s, sample)
+                let sample = match &previous {
+                    Some(p) => s.read_fast(started, p),
+                    None => s.read(started),
+                };
+                (s, sample, previous.is_none())
             })
             .await;
-            let Ok((s, sample)) = joined else {
+            let Ok((s, sample, was_full)) = joined else {
                 tracing::error!("idle sensors panicked; stopping the monitor");
                 tx.send_replace(Activity::Busy {
                     reason: "the idle monitor stopped".into(),
@@ -192,6 +239,9 @@ impl IdleMonitor {
                 return;
             };
             sensors = Some(s);
+            if was_full {
+                full = Some(sample.reading.clone());
+            }
             if !sample.errors.is_empty() && !reported_errors {
                 for (what, e) in &sample.errors {
                     tracing::warn!(source = what, error = %e, "idle source unavailable");
@@ -216,5 +266,97 @@ impl IdleMonitor {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Calls {
+        fast: Arc<AtomicUsize>,
+        slow: Arc<AtomicUsize>,
+    }
+
+    struct Cpu(Calls, tokio::sync::mpsc::UnboundedSender<()>);
+    impl CpuLoad for Cpu {
+        fn busy_percent(&mut self) -> Result<Option<f64>, SourceError> {
+            self.0.fast.fetch_add(1, Ordering::SeqCst);
+            let _ = self.1.send(());
+            Ok(Some(1.0))
+        }
+    }
+    struct Input;
+    impl InputIdle for Input {
+        fn idle_secs(&mut self) -> Result<Option<u64>, SourceError> {
+            Ok(Some(10_000))
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+    }
+    struct Slow(Calls);
+    impl NetworkRate for Slow {
+        fn bytes_per_sec(&mut self) -> Result<Option<u64>, SourceError> {
+            self.0.slow.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(0))
+        }
+    }
+    impl MemoryLoad for Slow {
+        fn memory(&mut self) -> Result<MemoryReading, SourceError> {
+            Ok(MemoryReading {
+                used: 0.1,
+                stall: Some(0.0),
+            })
+        }
+    }
+    impl PowerSupply for Slow {
+        fn power(&mut self) -> Result<Power, SourceError> {
+            Ok(Power::Mains)
+        }
+    }
+    impl Programs for Slow {
+        fn running(&mut self, _wanted: &[String]) -> Result<Vec<String>, SourceError> {
+            self.0.slow.fetch_add(1, Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+    }
+
+    /// Sampling every 10 ms reads CPU and input every time, and the network,
+    /// memory, power and the exclusive-program scan every 100th time.
+    #[tokio::test]
+    async fn slow_sources_are_read_once_per_slow_interval() {
+        let calls = Calls::default();
+        let (tx, mut ticks) = tokio::sync::mpsc::unbounded_channel();
+        let sensors = Sensors {
+            cpu: Box::new(Cpu(calls.clone(), tx)),
+            input: Box::new(Input),
+            network: Box::new(Slow(calls.clone())),
+            memory: Box::new(Slow(calls.clone())),
+            power: Box::new(Slow(calls.clone())),
+            programs: Box::new(Slow(calls.clone())),
+            exclusive: vec!["steam".into()],
+        };
+        let rx = IdleMonitor {
+            sensors,
+            thresholds: IdleThresholds::default(),
+            interval: Duration::from_millis(10),
+        }
+        .spawn();
+        for _ in 0..201 {
+            ticks.recv().await.expect("the monitor samples");
+        }
+        drop(rx);
+        let fast = calls.fast.load(Ordering::SeqCst);
+        // Samples 1, 101 and 201 were full: network and programs twice each.
+        let slow = calls.slow.load(Ordering::SeqCst);
+        assert!(fast >= 201, "{fast}");
+        assert!(
+            (6..=8).contains(&slow),
+            "{slow} slow reads for {fast} samples"
+        );
     }
 }
