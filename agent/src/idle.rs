@@ -221,7 +221,7 @@ impl IdleMonitor {
                 _ = tx.closed() => return,
             }
             let Some(mut s) = sensors.take() else { return };
-            let previous = full.clone().filter(|_| samples % slow_every != 0);
+            let previous = full.clone().filter(|_| !samples.is_multiple_of(slow_every));
             samples += 1;
             let joined = tokio::task::spawn_blocking(move || {
                 let sample = match &previous {
