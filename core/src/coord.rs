@@ -272,6 +272,17 @@ pub fn lease_choice(
     LeaseChoice::Take
 }
 
+/// A claim about a replica's work that no honest agent can make (the seed's
+/// `exhibits_malicious_patterns`): the sandbox stops a module when its fuel runs
+/// out, so an honest report never claims more fuel than the task's statement
+/// allows. Fuel is deterministic, so this is never a measuring error. `None`
+/// when the claim is possible.
+pub fn impossible_claim(fuel_limit: u64, fuel_consumed: u64) -> Option<String> {
+    (fuel_consumed > fuel_limit).then(|| {
+        format!("{fuel_consumed} fuel consumed where the task allows at most {fuel_limit}")
+    })
+}
+
 /// The verification policy of a task: `f` and its cap, or `f = 0` with one
 /// replica when adaptive replication trusted a node alone.
 pub fn verification_policy(f: u32, max_replicas: u32, trusted_single: bool) -> VerificationPolicy {
@@ -562,6 +573,15 @@ mod tests {
             ),
             LeaseChoice::Skip
         );
+    }
+
+    #[test]
+    fn only_more_fuel_than_the_task_allows_is_impossible() {
+        assert_eq!(impossible_claim(1_000, 0), None);
+        assert_eq!(impossible_claim(1_000, 1_000), None, "killed at the limit");
+        let claim = impossible_claim(1_000, 1_001).unwrap();
+        assert!(claim.contains("1001") && claim.contains("1000"), "{claim}");
+        assert!(impossible_claim(0, u64::MAX).is_some());
     }
 
     #[test]

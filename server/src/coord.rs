@@ -506,7 +506,7 @@ async fn misbehaved(
     responses(
         (status = 200, body = ResultAck, description = "recorded, or already recorded (recorded = false)"),
         (status = 401, body = Problem, content_type = "application/problem+json", description = "the result signature does not verify (counted against the node)"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "the assignment is another node's or of another task (a policy violation, counted against the node)"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "the assignment is another node's or of another task (a policy violation), or the report claims more fuel than the task allows (a malicious pattern); both counted against the node"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn report(
@@ -575,6 +575,7 @@ async fn report(
             exit_code: r.exit_code,
             stdout: r.stdout,
             failure: r.failure,
+            fuel_consumed: r.usage.fuel_consumed,
             now_ms,
             heartbeat_interval: state.config.heartbeat_interval.as_secs(),
             policy: state.config.byzantine_policy,
@@ -599,6 +600,24 @@ async fn report(
                 format!("{e}; counted as a policy violation"),
             )
             .with_reason("policy_violation"));
+        }
+        // Fuel is deterministic and the sandbox stops a module at its limit:
+        // a signed claim beyond it is a malicious pattern, not an error.
+        Err(e @ StoreError::ImpossibleClaim { .. }) => {
+            misbehaved(
+                &state,
+                &req.node_key,
+                Misbehaviour::MaliciousPattern,
+                "impossible work claim",
+            )
+            .await?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "malicious-pattern",
+                "the report claims work no honest agent can report",
+                format!("{e}; counted as a malicious pattern"),
+            )
+            .with_reason("malicious_pattern"));
         }
         other => other.map_err(store_conflict)?,
     };

@@ -201,7 +201,9 @@ impl From<StoreError> for ApiError {
                 Self::conflict(e.to_string())
             }
             StoreError::NotFound { what } => Self::not_found(what.clone()),
-            StoreError::ForeignAssignment { .. } => Self::forbidden(e.to_string()),
+            StoreError::ForeignAssignment { .. } | StoreError::ImpossibleClaim { .. } => {
+                Self::forbidden(e.to_string())
+            }
             // Details of database failures stay in the server log.
             _ => {
                 tracing::error!(error = %e, "store failure");

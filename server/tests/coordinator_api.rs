@@ -448,11 +448,64 @@ async fn bad_input_is_a_problem(backend: Backend) {
     assert_eq!(a, b);
 }
 
+/// Issue 5: the seed's `exhibits_malicious_patterns` was never detected. Fuel
+/// is deterministic and the sandbox stops a module at its limit, so a validly
+/// signed report claiming more fuel than the task allows is a malicious
+/// pattern: refused, counted, and (threshold 1) the node is excluded. A claim
+/// at the limit is honest (a module killed for fuel).
+async fn issue_5_a_claim_of_more_fuel_than_the_task_allows_is_a_malicious_pattern(
+    backend: Backend,
+) {
+    let s = TestServer::start(backend).await;
+    let op = operator(&s).await;
+    let (honest, liar) = (node(15), node(16));
+    register(&s, &honest).await;
+    register(&s, &liar).await;
+    submit(&s, &op, statement(&s, 0, 1, "m"), Some(digest_of("m"))).await;
+    let got = lease(&s, &liar, 1).await;
+    assert_eq!(got.len(), 1);
+    let inflated = ResourceUsage {
+        fuel_consumed: 1_000_001,
+        ..Default::default()
+    };
+    let p = report_with_usage(&s, &liar, &got[0], &digest_of("m"), inflated)
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert_eq!(p["reason"], "malicious_pattern");
+    assert!(p["detail"].as_str().unwrap().contains("1000001"), "{p}");
+    let rec = s.state.store.node(&key_of(&liar)).await.unwrap().unwrap();
+    assert_eq!(rec.state, NodeState::Byzantine);
+    assert_eq!(rec.stats.malicious_patterns, 1);
+    assert!(
+        rec.exclusion_reason
+            .as_deref()
+            .unwrap()
+            .contains("MaliciousPatterns"),
+        "{:?}",
+        rec.exclusion_reason
+    );
+
+    submit(&s, &op, statement(&s, 0, 1, "n"), Some(digest_of("n"))).await;
+    let got = lease(&s, &honest, 1).await;
+    assert_eq!(got.len(), 1);
+    let at_limit = ResourceUsage {
+        fuel_consumed: 1_000_000,
+        ..Default::default()
+    };
+    report_with_usage(&s, &honest, &got[0], &digest_of("n"), at_limit)
+        .await
+        .expect(StatusCode::OK);
+    let rec = s.state.store.node(&key_of(&honest)).await.unwrap().unwrap();
+    assert_eq!(rec.state, NodeState::Active);
+    assert_eq!(rec.stats.malicious_patterns, 0);
+}
+
 both_backends!(
     quorum_accepts_with_evidence_in_the_audit_log,
     wrong_answers_exclude_and_revoke,
     forged_result_signature_excludes,
     reporting_another_nodes_assignment_is_a_policy_violation,
+    issue_5_a_claim_of_more_fuel_than_the_task_allows_is_a_malicious_pattern,
     expired_leases_and_silent_nodes_put_work_back,
     no_quorum_grows_replicas_then_fails_visibly,
     bad_input_is_a_problem,

@@ -54,6 +54,8 @@ pub struct NodeStats {
     pub invalid_signatures: u64,
     /// Protocol violations, such as reporting another node's assignment.
     pub policy_violations: u64,
+    /// Signed claims no honest agent can make (`impossible_claim`).
+    pub malicious_patterns: u64,
     pub consensus_failures: u64,
     pub streak: u64,
 }
@@ -178,6 +180,9 @@ pub enum Misbehaviour {
     /// A signed request the protocol forbids, such as a result for another
     /// node's assignment.
     PolicyViolation,
+    /// A signed claim no honest agent can make, such as more fuel consumed
+    /// than the task allows (`askee_core::coord::impossible_claim`).
+    MaliciousPattern,
 }
 
 /// A result report as the store sees it (signature already verified).
@@ -192,6 +197,8 @@ pub struct ResultInput {
     pub exit_code: i32,
     pub stdout: String,
     pub failure: String,
+    /// Fuel the node says the replica consumed (signed with the request).
+    pub fuel_consumed: u64,
     pub now_ms: i64,
     pub heartbeat_interval: u64,
     pub policy: ByzantinePolicy,

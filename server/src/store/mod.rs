@@ -59,6 +59,12 @@ pub enum StoreError {
         assignment_id: String,
         task_id: String,
     },
+    /// A node's report claims what no honest agent can (a malicious pattern).
+    #[error("the report on assignment {assignment_id} claims {claim}, which no honest agent can")]
+    ImpossibleClaim {
+        assignment_id: String,
+        claim: String,
+    },
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
 }

@@ -165,6 +165,17 @@ pub async fn lease(s: &TestServer, n: &SigningKey, max: u32) -> Vec<Assignment> 
 }
 
 pub async fn report(s: &TestServer, n: &SigningKey, a: &Assignment, digest: &str) -> Reply {
+    report_with_usage(s, n, a, digest, ResourceUsage::default()).await
+}
+
+/// [`report`] with the resources the node claims the replica used.
+pub async fn report_with_usage(
+    s: &TestServer,
+    n: &SigningKey,
+    a: &Assignment,
+    digest: &str,
+    usage: ResourceUsage,
+) -> Reply {
     let node_id = key_of(n);
     let sig = sign_result(
         n,
@@ -185,7 +196,7 @@ pub async fn report(s: &TestServer, n: &SigningKey, a: &Assignment, digest: &str
         stdout: b64::encode(b"out"),
         outputs: Default::default(),
         failure: String::new(),
-        usage: Default::default(),
+        usage,
         signature: sig,
     };
     s.signed(n, "/v1/work/results", &serde_json::to_value(&r).unwrap())

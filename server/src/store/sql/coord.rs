@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use askee_core::coord::{NodeCounters, reputation_metrics, verification_policy};
+use askee_core::coord::{NodeCounters, impossible_claim, reputation_metrics, verification_policy};
 use askee_core::rules::{
     ByzantineEvidence, ByzantinePolicy, QuorumDecision, ReplicaResult, byzantine_node_excluded,
     consensus, node_reputation,
 };
-use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
+use askee_core::wire::v1::{NodeState, ReportStatus, TaskState, TaskStatement};
 
 use super::{SqlStore, append_in, db, to_i64};
 use crate::store::{
@@ -29,7 +29,7 @@ const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, toke
      profile_json, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, owner, network_prefix, state, \
      registered_at, last_heartbeat, heartbeats, assigned, completed, failed, agreed, wrong, \
      invalid_signatures, consensus_failures, streak, reputation_micros, exclusion_reason, \
-     policy_violations";
+     policy_violations, malicious_patterns";
 
 const TASK_COLUMNS: &str = "task_id, operator, operator_key, statement_json, signature, \
      module_sha256, task_type, duration_hours, cpu_cores, ram_mb, storage_gb, bandwidth_mbps, f, \
@@ -83,6 +83,7 @@ fn node_from(row: &AnyRow, op: &'static str) -> Result<NodeRecord, StoreError> {
             wrong: u(g("wrong")?),
             invalid_signatures: u(g("invalid_signatures")?),
             policy_violations: u(g("policy_violations")?),
+            malicious_patterns: u(g("malicious_patterns")?),
             consensus_failures: u(g("consensus_failures")?),
             streak: u(g("streak")?),
         },
@@ -233,7 +234,7 @@ async fn save_node_stats(
         invalid_signatures: s.invalid_signatures.min(u64::from(u32::MAX)) as u32,
         policy_violations: s.policy_violations.min(u64::from(u32::MAX)) as u32,
         consensus_failures: s.consensus_failures.min(u64::from(u32::MAX)) as u32,
-        malicious_patterns: 0,
+        malicious_patterns: s.malicious_patterns.min(u64::from(u32::MAX)) as u32,
     };
     let already = node.state == NodeState::Byzantine;
     let exclusion = byzantine_node_excluded(already, &evidence, policy);
@@ -273,7 +274,8 @@ async fn save_node_stats(
     sqlx::query(
         "UPDATE nodes SET assigned = $2, completed = $3, failed = $4, agreed = $5, wrong = $6, \
          invalid_signatures = $7, consensus_failures = $8, streak = $9, reputation_micros = $10, \
-         state = $11, exclusion_reason = $12, policy_violations = $13 WHERE node_key = $1",
+         state = $11, exclusion_reason = $12, policy_violations = $13, malicious_patterns = $14 \
+         WHERE node_key = $1",
     )
     .bind(&node.node_key)
     .bind(to_i64(s.assigned))
@@ -288,6 +290,7 @@ async fn save_node_stats(
     .bind(state.as_str())
     .bind(&reason)
     .bind(to_i64(s.policy_violations))
+    .bind(to_i64(s.malicious_patterns))
     .execute(&mut *conn)
     .await
     .map_err(db(op))?;
@@ -309,6 +312,7 @@ async fn save_node_stats(
                     "wrong_results": s.wrong,
                     "invalid_signatures": s.invalid_signatures,
                     "policy_violations": s.policy_violations,
+                    "malicious_patterns": s.malicious_patterns,
                     "consensus_failures": s.consensus_failures,
                 }),
             }],
@@ -723,7 +727,7 @@ impl CoordinatorStore for SqlStore {
                 None => {
                     sqlx::query(&format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, 0, 0, 0, 0, 0, 0, 0, $17, NULL, 0)"
+                         $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, 0, 0, 0, 0, 0, 0, 0, $17, NULL, 0, 0)"
                     ))
                     .bind(&n.node_key)
                     .bind(&n.token_id)
@@ -1196,6 +1200,19 @@ impl CoordinatorStore for SqlStore {
                     task_id: input.task_id.clone(),
                 });
             }
+            // Every stored statement was validated at submission, and one that
+            // cannot be read is never leased, so no replica of it reaches here.
+            let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
+                .ok()
+                .map(|st| st.limits.fuel);
+            if let Some(claim) =
+                fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed))
+            {
+                return Err(StoreError::ImpossibleClaim {
+                    assignment_id: input.assignment_id.clone(),
+                    claim,
+                });
+            }
             let not_recorded = |task: &TaskRecord| ResultOutcome {
                 recorded: false,
                 task_state: task.state,
@@ -1352,6 +1369,7 @@ impl CoordinatorStore for SqlStore {
             match kind {
                 Misbehaviour::InvalidSignature => node.stats.invalid_signatures += 1,
                 Misbehaviour::PolicyViolation => node.stats.policy_violations += 1,
+                Misbehaviour::MaliciousPattern => node.stats.malicious_patterns += 1,
             }
             tracing::warn!(node = node_key, ?kind, what, "node misbehaved");
             save_node_stats(
