@@ -104,17 +104,9 @@ impl Sensors {
     /// `errors`; a failing power or program source counts as unknown power and
     /// no exclusive program, and is listed too.
     pub fn read(&mut self, started: Instant) -> Sample {
-        fn ok<T>(
-            errors: &mut Vec<(&'static str, SourceError)>,
-            what: &'static str,
-            r: Result<T, SourceError>,
-        ) -> Option<T> {
-            r.map_err(|e| errors.push((what, e))).ok()
-        }
         let mut errors = Vec::new();
+        let (cpu_percent, input_idle_secs) = self.read_activity(&mut errors);
         let e = &mut errors;
-        let cpu_percent = ok(e, "cpu", self.cpu.busy_percent()).flatten();
-        let input_idle_secs = ok(e, "input", self.input.idle_secs()).unwrap_or(Some(0));
         let network_bytes_per_sec = ok(e, "network", self.network.bytes_per_sec()).flatten();
         let memory = ok(e, "memory", self.memory.memory());
         let power = ok(e, "power", self.power.power()).unwrap_or(Power::Unknown);
@@ -138,26 +130,24 @@ impl Sensors {
         }
     }
 
+    /// CPU use and input idleness, the signs of the volunteer coming back; a
+    /// failing input source counts as recent input (fail closed).
+    fn read_activity(
+        &mut self,
+        errors: &mut Vec<(&'static str, SourceError)>,
+    ) -> (Option<f64>, Option<u64>) {
+        let cpu_percent = ok(errors, "cpu", self.cpu.busy_percent()).flatten();
+        let input_idle_secs = ok(errors, "input", self.input.idle_secs()).unwrap_or(Some(0));
+        (cpu_percent, input_idle_secs)
+    }
+
     /// Reads only the sources that show the volunteer coming back (CPU and
     /// input) and keeps the others from `previous`: cheap enough to run every
     /// 100 ms, where a full read (the exclusive-program scan reads every
     /// `/proc/*/comm`) is not.
     pub fn read_fast(&mut self, started: Instant, previous: &Reading) -> Sample {
         let mut errors = Vec::new();
-        let cpu_percent = match self.cpu.busy_percent() {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(("cpu", e));
-                None
-            }
-        };
-        let input_idle_secs = match self.input.idle_secs() {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(("input", e));
-                Some(0)
-            }
-        };
+        let (cpu_percent, input_idle_secs) = self.read_activity(&mut errors);
         Sample {
             reading: Reading {
                 at_ms: started.elapsed().as_millis() as u64,
@@ -168,6 +158,15 @@ impl Sensors {
             errors,
         }
     }
+}
+
+/// The value of a source, or `None` with its error recorded under `what`.
+fn ok<T>(
+    errors: &mut Vec<(&'static str, SourceError)>,
+    what: &'static str,
+    r: Result<T, SourceError>,
+) -> Option<T> {
+    r.map_err(|e| errors.push((what, e))).ok()
 }
 
 /// How often the slow sources (network, memory, power, exclusive programs)

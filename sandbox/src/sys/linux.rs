@@ -418,6 +418,15 @@ struct Spares {
     ready: HashMap<PathBuf, (usize, Vec<Started>)>,
 }
 
+impl Spares {
+    /// Some sandbox wants a spare of `worker` and none is ready.
+    fn short_of(&self, worker: &Path) -> bool {
+        self.ready
+            .get(worker)
+            .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
+    }
+}
+
 /// A request for a spare of a worker binary, with whom to tell when it is ready.
 type Refill = (PathBuf, Option<mpsc::Sender<()>>);
 
@@ -446,12 +455,7 @@ fn spares() -> &'static SparePool {
                         }
                         std::thread::sleep(Duration::from_millis(need - quiet));
                     }
-                    let wanted = |s: &Spares| {
-                        s.ready
-                            .get(&worker)
-                            .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
-                    };
-                    if wanted(&lock_spares()) {
+                    if lock_spares().short_of(&worker) {
                         match start_spare(&worker) {
                             Ok(w) => {
                                 let mut s = lock_spares();
@@ -523,11 +527,7 @@ pub fn keep_spare(worker: &Path, on: bool) {
 /// Ask for a new spare of `worker` if a sandbox wants one; it is made once the
 /// sandboxes of this process pause ([`SPARE_QUIET`]).
 fn refill_if_wanted(worker: &Path) {
-    let wanted = lock_spares()
-        .ready
-        .get(worker)
-        .is_some_and(|(want, ready)| *want > 0 && ready.is_empty());
-    if wanted {
+    if lock_spares().short_of(worker) {
         refill(worker, None);
     }
 }
