@@ -23,6 +23,19 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The version the built agent reports (`askee-agent --version`).
+pub fn built_agent_version() -> String {
+    let out = Command::new(binary("askee-agent"))
+        .arg("--version")
+        .output()
+        .expect("askee-agent --version runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .expect("askee-agent --version prints a version")
+        .to_owned()
+}
+
 /// A running `askee-server serve`.
 pub struct ServerProcess {
     child: Child,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use askee_testkit::process::{ServerProcess, binary};
+use askee_testkit::process::{ServerProcess, binary, built_agent_version};
 use askee_testkit::work::wait_for;
 use serde_json::Value;
 use tough::editor::signed::SignedRole;
@@ -61,19 +61,6 @@ struct Fixture {
     home: PathBuf,
 }
 
-/// The version the built agent reports (`askee-agent --version`).
-fn built_version() -> String {
-    let out = Command::new(binary("askee-agent"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 impl Fixture {
     /// Keys (3 root keys, threshold 2), the root ceremony, a server serving
     /// the repository, an agent installed in its own directory with the
@@ -109,7 +96,7 @@ impl Fixture {
         let server =
             ServerProcess::start_with(&url, &d.join("data"), Duration::from_secs(60), &args);
 
-        let first = built_version();
+        let first = built_agent_version();
         let bin = d.join("install/versions").join(&first);
         std::fs::create_dir_all(&bin).unwrap();
         for name in ["askee-agent", "askee-agent-worker"] {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use askee_testkit::process::{ServerProcess, agent_command, binary};
+use askee_testkit::process::{ServerProcess, agent_command, binary, built_agent_version};
 use askee_testkit::workspace_root;
 
 /// Where `askee-agent` and `askee-agent-worker` were built.
@@ -169,7 +169,7 @@ fn installs_into_a_root_and_runs_again_unchanged() {
     );
 
     // One version in the agent's own install directory, `current` at it.
-    let version = built_version();
+    let version = built_agent_version();
     let install_dir = root.join("var/lib/askee-agent");
     assert_eq!(mode(&install_dir), 0o700);
     assert_eq!(
@@ -263,19 +263,6 @@ fn installs_into_a_root_and_runs_again_unchanged() {
     );
     verify_unit(&root, "/etc/systemd/system/askee-agent.service")
         .unwrap_or_else(|e| panic!("systemd-analyze rejects the agent unit: {e}"));
-}
-
-/// The version the built agent reports (`askee-agent --version`).
-fn built_version() -> String {
-    let out = Command::new(binary("askee-agent"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
 }
 
 /// `--update-repo` with `--trusted-root` installs the root and turns updates
@@ -423,7 +410,7 @@ fn installs_update_settings_and_the_installed_agent_updates_itself() {
         &worker
     ));
     assert!(same_content(&installed.join("current/askee-agent"), &agent));
-    let kept = installed.join("versions").join(built_version());
+    let kept = installed.join("versions").join(built_agent_version());
     assert!(same_content(
         &kept.join("askee-agent"),
         &bins.join("askee-agent")
