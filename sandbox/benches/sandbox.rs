@@ -1,6 +1,7 @@
 //! Sandbox benchmarks (a bench binary printing p50/p99; see
 //! docs-fragments/sandbox-BENCHMARKS.md). Run: `cargo bench -p askee-sandbox`.
-//! Needs gcc (static glibc), bubblewrap and the wasm32-wasip1 rustup target
+//! `ASKEE_BENCH_ONLY=startup` runs only the native start-up and its bubblewrap
+//! reference. Needs gcc (static glibc), bubblewrap and the wasm32-wasip1 rustup target
 //! (tests/setup.d/sandbox.sh installs them); a missing reference is reported, not faked.
 
 #[path = "kernels/sieve.rs"]
@@ -122,6 +123,11 @@ fn main() {
         } else {
             println!("bwrap reference: bubblewrap missing or failing, skipped");
         }
+    }
+
+    // `ASKEE_BENCH_ONLY=startup` stops here (the native start-up and its reference).
+    if std::env::var("ASKEE_BENCH_ONLY").as_deref() == Ok("startup") {
+        return;
     }
 
     // 2. Trivial wasm task through the whole sandbox.

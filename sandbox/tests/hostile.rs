@@ -204,6 +204,29 @@ fn privileged_operations_are_denied() {
     }
 }
 
+/// The task has a UTS namespace of its own, named `askee`, which it cannot
+/// rename, whether its worker was started for it or ahead of it as a spare
+/// (a spare makes its UTS namespace before the request arrives).
+#[test]
+fn the_task_sees_its_own_host_name_and_cannot_change_it() {
+    let e = env();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    // The first task takes the spare; the second starts while the next spare is
+    // being made, so one of them (usually both) runs in a worker made ahead.
+    for _ in 0..2 {
+        failed_with(&run(&e, &native(&e, &["hostname"])), "hostname askee\n");
+        let out = run(&e, &native(&e, &["sethostname"]));
+        if !matches!(out, TaskOutcome::Denied { .. }) {
+            failed_with(&out, "sethostname: ");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host,
+        "the host's name is unchanged"
+    );
+}
+
 #[test]
 fn gigabytes_of_stdout_are_truncated() {
     let e = env();

@@ -93,6 +93,13 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "unshare")) { if (unshare(CLONE_NEWUSER) < 0) return failed("unshare"); return 0; }
     if (!strcmp(a, "setuid")) { if (setuid(0) < 0) return failed("setuid"); return 0; }
     if (!strcmp(a, "kill-parent")) { if (kill(getppid() ? getppid() : 1, SIGKILL) < 0) return failed("kill"); return 0; }
+    if (!strcmp(a, "hostname")) { /* learn the host's name: reached unless it is the sandbox's */
+        char name[256] = {0};
+        gethostname(name, sizeof name - 1);
+        printf("hostname %s\n", name);
+        return strcmp(name, "askee") ? 0 : 3;
+    }
+    if (!strcmp(a, "sethostname")) { if (sethostname("pwned", 5) < 0) return failed("sethostname"); return 0; }
     if (!strcmp(a, "chmod-suid")) { if (chmod("/prog", 04755) < 0) return failed("chmod"); return 0; }
     printf("unknown attack %s\n", a);
     return 2;
