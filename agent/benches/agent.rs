@@ -7,8 +7,9 @@
 //!    judged as deployed (idle monitor and yielder on), with the tasks-held-
 //!    running worst case printed beside it.
 //!
-//! `cargo bench -p askee-agent --bench agent [-- SECONDS] [--only-interference]`
-//! (default 10 s for the monitor).
+//! `cargo bench -p askee-agent --bench agent [-- SECONDS] [--only-interference]
+//! [--interference-secs=S]` (default 10 s for the monitor, 2 s per
+//! non-interference measurement).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -110,10 +111,10 @@ fn freeze_latency() {
     );
 }
 
-fn non_interference() {
+fn non_interference(seconds: f64) {
     let home = tempfile::tempdir().unwrap();
     let opts = Options {
-        seconds: 2.0,
+        seconds,
         cpu_percent: 100,
         memory_mb: 512,
         bound_percent: 5.0,
@@ -158,5 +159,9 @@ fn main() {
         monitor_overhead(secs, 100);
         freeze_latency();
     }
-    non_interference();
+    // Seconds per non-interference measurement (each probe runs three times).
+    let interference_secs = std::env::args()
+        .find_map(|a| a.strip_prefix("--interference-secs=")?.parse::<f64>().ok())
+        .unwrap_or(2.0);
+    non_interference(interference_secs);
 }

@@ -366,6 +366,57 @@ mod tests {
         }
     }
 
+    /// A CPU source whose value the test sets; it signals every read.
+    struct SetCpu(
+        Arc<std::sync::Mutex<f64>>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    );
+    impl CpuLoad for SetCpu {
+        fn busy_percent(&mut self) -> Result<Option<f64>, SourceError> {
+            let _ = self.1.send(());
+            Ok(Some(*self.0.lock().unwrap()))
+        }
+    }
+
+    /// A monitor started as after a long idle spell says idle at once and
+    /// stays idle on quiet readings (the quiet periods are not restarted),
+    /// and the first busy reading turns it busy.
+    #[tokio::test]
+    async fn spawn_idle_for_starts_idle_and_turns_busy_on_a_busy_reading() {
+        let cpu = Arc::new(std::sync::Mutex::new(1.0));
+        let (tx, mut reads) = tokio::sync::mpsc::unbounded_channel();
+        let calls = Calls::default();
+        let sensors = Sensors {
+            cpu: Box::new(SetCpu(cpu.clone(), tx)),
+            input: Box::new(Input),
+            network: Box::new(Slow(calls.clone())),
+            memory: Box::new(Slow(calls.clone())),
+            power: Box::new(Slow(calls.clone())),
+            programs: Box::new(Slow(calls)),
+            exclusive: Vec::new(),
+        };
+        let mut rx = IdleMonitor {
+            sensors,
+            thresholds: IdleThresholds::default(),
+            interval: Duration::from_millis(10),
+        }
+        .spawn_idle_for(Duration::from_secs(300));
+        assert_eq!(*rx.borrow_and_update(), Activity::Idle);
+        // The baseline read, then samples; the 6th read starts only after the
+        // 5th reading was assessed.
+        for _ in 0..6 {
+            reads.recv().await.expect("the monitor samples");
+        }
+        assert!(!rx.has_changed().unwrap(), "{:?}", *rx.borrow());
+        *cpu.lock().unwrap() = 90.0;
+        rx.changed().await.expect("the monitor runs");
+        assert!(
+            matches!(&*rx.borrow(), Activity::Busy { reason } if reason.contains("CPU 90%")),
+            "{:?}",
+            *rx.borrow()
+        );
+    }
+
     /// Sampling every 10 ms reads CPU and input every time, and the network,
     /// memory, power and the exclusive-program scan every 100th time.
     #[tokio::test]

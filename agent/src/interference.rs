@@ -212,11 +212,11 @@ impl Report {
         let _ = writeln!(
             out,
             "  {:<4} {:<26} {:>12} {:<8} {:>12} {:>7} {:>12} {:>7}  tasks frozen",
-            "", "measurement", "alone", "unit", "held running", "", "as deployed", ""
+            "", "measurement", "alone", "unit", "held running", "change", "as deployed", "change"
         );
         for m in &self.measurements {
             let frozen = match &m.yielded {
-                Some(y) => format!("after {:.0} ms ({})", y.after_ms, y.reason),
+                Some(y) => format!("after {:.0} ms: {}", y.after_ms, y.reason),
                 None => "never".to_owned(),
             };
             let _ = writeln!(
