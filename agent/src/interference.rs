@@ -204,10 +204,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  judged as deployed: the agent's idle monitor (every {} ms) and yielder freeze the\n  \
-             tasks when the machine turns busy; held running: the tasks run beside the probe\n  \
-             with nothing watching (the worst case, shown, not judged)",
-            self.sample_interval_ms
+            "  judged as deployed: each probe starts with the tasks running and the agent's idle\n  \
+             monitor (every {} ms, started as after {} s of idleness) and yielder watching; they\n  \
+             freeze the tasks when the machine turns busy. Held running: the tasks run beside\n  \
+             the probe with nothing watching (the worst case, shown, not judged).",
+            self.sample_interval_ms, self.idle_for_secs
         );
         let _ = writeln!(
             out,
