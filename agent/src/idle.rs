@@ -193,19 +193,60 @@ impl IdleMonitor {
         let (tx, rx) = watch::channel(Activity::Busy {
             reason: STARTING.into(),
         });
-        tokio::spawn(self.run(tx));
+        tokio::spawn(self.run(tx, None));
         rx
     }
 
-    async fn run(self, tx: watch::Sender<Activity>) {
+    /// Starts sampling like [`spawn`](Self::spawn), but as a monitor that
+    /// has already watched the machine stay idle for `idle_for`: the quiet
+    /// periods (CPU, network) are taken to have begun `idle_for` ago and the
+    /// first value on the channel is [`Activity::Idle`]. The sensors are
+    /// read once before the first sample (and that reading discarded) so the
+    /// rate sources (CPU, network) have a baseline, as they would after a
+    /// long watch; every later reading is real and decides as usual, so the
+    /// first sample whose reading is busy turns the channel busy.
+    ///
+    /// Used to measure what a volunteer feels on coming back to a machine
+    /// whose tasks run (`validate-non-interference`).
+    pub fn spawn_idle_for(self, idle_for: Duration) -> watch::Receiver<Activity> {
+        let (tx, rx) = watch::channel(Activity::Idle);
+        tokio::spawn(self.run(tx, Some(idle_for)));
+        rx
+    }
+
+    async fn run(self, tx: watch::Sender<Activity>, idle_for: Option<Duration>) {
         let IdleMonitor {
-            sensors,
+            mut sensors,
             thresholds,
             interval,
         } = self;
         let started = Instant::now();
         let mut history = History::default();
+        // The monitor's clock reads `offset_ms` at `started`.
+        let mut offset_ms = 0;
         let mut ticker = tokio::time::interval(interval);
+        if let Some(idle_for) = idle_for {
+            offset_ms = idle_for.as_millis() as u64;
+            history = History {
+                cpu_quiet_since_ms: Some(0),
+                network_quiet_since_ms: Some(0),
+            };
+            let primed = tokio::task::spawn_blocking(move || {
+                let _baseline = sensors.read(started);
+                sensors
+            })
+            .await;
+            let Ok(primed) = primed else {
+                tracing::error!("idle sensors panicked; stopping the monitor");
+                tx.send_replace(Activity::Busy {
+                    reason: "the idle monitor stopped".into(),
+                });
+                return;
+            };
+            sensors = primed;
+            // The first sample one interval after the baseline, not at once.
+            ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        }
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sensors = Some(sensors);
         let mut reported_errors = false;
@@ -230,7 +271,7 @@ impl IdleMonitor {
                 (s, sample, previous.is_none())
             })
             .await;
-            let Ok((s, sample, was_full)) = joined else {
+            let Ok((s, mut sample, was_full)) = joined else {
                 tracing::error!("idle sensors panicked; stopping the monitor");
                 tx.send_replace(Activity::Busy {
                     reason: "the idle monitor stopped".into(),
@@ -238,6 +279,7 @@ impl IdleMonitor {
                 return;
             };
             sensors = Some(s);
+            sample.reading.at_ms += offset_ms;
             if was_full {
                 full = Some(sample.reading.clone());
             }
@@ -322,6 +364,57 @@ mod tests {
             self.0.slow.fetch_add(1, Ordering::SeqCst);
             Ok(Vec::new())
         }
+    }
+
+    /// A CPU source whose value the test sets; it signals every read.
+    struct SetCpu(
+        Arc<std::sync::Mutex<f64>>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    );
+    impl CpuLoad for SetCpu {
+        fn busy_percent(&mut self) -> Result<Option<f64>, SourceError> {
+            let _ = self.1.send(());
+            Ok(Some(*self.0.lock().unwrap()))
+        }
+    }
+
+    /// A monitor started as after a long idle spell says idle at once and
+    /// stays idle on quiet readings (the quiet periods are not restarted),
+    /// and the first busy reading turns it busy.
+    #[tokio::test]
+    async fn spawn_idle_for_starts_idle_and_turns_busy_on_a_busy_reading() {
+        let cpu = Arc::new(std::sync::Mutex::new(1.0));
+        let (tx, mut reads) = tokio::sync::mpsc::unbounded_channel();
+        let calls = Calls::default();
+        let sensors = Sensors {
+            cpu: Box::new(SetCpu(cpu.clone(), tx)),
+            input: Box::new(Input),
+            network: Box::new(Slow(calls.clone())),
+            memory: Box::new(Slow(calls.clone())),
+            power: Box::new(Slow(calls.clone())),
+            programs: Box::new(Slow(calls)),
+            exclusive: Vec::new(),
+        };
+        let mut rx = IdleMonitor {
+            sensors,
+            thresholds: IdleThresholds::default(),
+            interval: Duration::from_millis(10),
+        }
+        .spawn_idle_for(Duration::from_secs(300));
+        assert_eq!(*rx.borrow_and_update(), Activity::Idle);
+        // The baseline read, then samples; the 6th read starts only after the
+        // 5th reading was assessed.
+        for _ in 0..6 {
+            reads.recv().await.expect("the monitor samples");
+        }
+        assert!(!rx.has_changed().unwrap(), "{:?}", *rx.borrow());
+        *cpu.lock().unwrap() = 90.0;
+        rx.changed().await.expect("the monitor runs");
+        assert!(
+            matches!(&*rx.borrow(), Activity::Busy { reason } if reason.contains("CPU 90%")),
+            "{:?}",
+            *rx.borrow()
+        );
     }
 
     /// Sampling every 10 ms reads CPU and input every time, and the network,

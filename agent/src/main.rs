@@ -80,6 +80,19 @@ enum Command {
     /// Check that this binary works: print its version and the sandbox
     /// probe as JSON (the updater runs it on a new binary before keeping it).
     SelfCheck,
+    /// Run one non-interference probe in this process and print its figure
+    /// (`validate-non-interference` runs each probe this way, in its own
+    /// process, as the volunteer's programs run).
+    #[command(hide = true)]
+    Probe {
+        kind: askee_agent::interference::ProbeKind,
+        /// How long the probe runs.
+        #[arg(long)]
+        seconds: f64,
+        /// Directory for the fsync probe's file.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Run only the idle monitor, printing each change (for measuring its
     /// own overhead).
     #[command(hide = true)]
@@ -561,12 +574,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::ValidateNonInterference(opts) => {
-            let report = askee_agent::interference::validate(home.dir(), opts)?;
+            let report = askee_agent::interference::validate(home.dir(), opts).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprint!("{}", report.words());
             if !report.passed() {
                 std::process::exit(2);
             }
+        }
+        Command::Probe { kind, seconds, dir } => {
+            let d = std::time::Duration::from_secs_f64(seconds.max(0.0));
+            let figure = askee_agent::interference::run_probe(*kind, d, dir)?;
+            println!("{figure}");
         }
         Command::Monitor { for_secs } => monitor(&home, *for_secs).await?,
         Command::SelfCheck => self_check()?,

@@ -215,26 +215,49 @@ fn non_interference_report_is_well_formed() {
             "fsync'ed writes"
         ]
     );
+    assert_eq!(r["judged_on"], "as_deployed");
+    assert_eq!(r["sample_interval_ms"], 100);
+    assert_eq!(r["idle_for_secs"], 300);
     let mut all_passed = true;
     for m in ms {
-        let alone = m["alone"].as_f64().unwrap();
-        let with = m["with_tasks"].as_f64().unwrap();
-        let deg = m["degradation_percent"].as_f64().unwrap();
-        assert!(alone > 0.0 && with >= 0.0, "{m}");
-        let expect = if m["higher_is_better"].as_bool().unwrap() {
-            (alone - with) / alone * 100.0
-        } else {
-            (with - alone) / alone * 100.0
+        let higher = m["higher_is_better"].as_bool().unwrap();
+        let degradation = |with: f64| {
+            let alone = m["alone"].as_f64().unwrap();
+            if higher {
+                (alone - with) / alone * 100.0
+            } else {
+                (with - alone) / alone * 100.0
+            }
         };
-        assert!((deg - expect).abs() < 1e-6, "{m}");
-        assert_eq!(m["passed"].as_bool().unwrap(), deg <= 5.0, "{m}");
-        all_passed &= deg <= 5.0;
+        let alone = m["alone"].as_f64().unwrap();
+        let held = m["with_tasks"].as_f64().unwrap();
+        let deployed = m["as_deployed"].as_f64().unwrap();
+        assert!(alone > 0.0 && held >= 0.0 && deployed >= 0.0, "{m}");
+        // The worst case (tasks held running) is reported, not judged.
+        let deg = m["degradation_percent"].as_f64().unwrap();
+        assert!((deg - degradation(held)).abs() < 1e-6, "{m}");
+        assert_eq!(m["with_tasks_within_bound"], deg <= 5.0, "{m}");
+        // The verdict is judged as deployed.
+        let dep = m["deployed_degradation_percent"].as_f64().unwrap();
+        assert!((dep - degradation(deployed)).abs() < 1e-6, "{m}");
+        assert_eq!(m["passed"].as_bool().unwrap(), dep <= 5.0, "{m}");
+        all_passed &= dep <= 5.0;
+        // Either the tasks ran through the probe, or the yielder froze
+        // them, saying when and why.
+        let y = &m["yielded"];
+        assert!(
+            y.is_null() || (y["after_ms"].as_f64().unwrap() >= 0.0 && y["reason"].is_string()),
+            "{m}"
+        );
     }
     assert_eq!(rc == 0, all_passed);
     assert!(
         err.contains("Beside cpu, memory, cache tasks at 50% CPU"),
         "{err}"
     );
+    for column in ["held running", "as deployed", "tasks frozen"] {
+        assert!(err.contains(column), "{err}");
+    }
 }
 
 /// Found by the end-to-end run: `askee-agent revoke` appended to the journal
