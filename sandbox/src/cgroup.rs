@@ -259,7 +259,7 @@ pub fn memory_high(memory_max: u64) -> u64 {
 }
 
 /// One task's control group, in whichever hierarchy enforces limits.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TaskCgroup {
     /// A v2 cgroup directory.
     V2 {

@@ -497,12 +497,17 @@ impl Spares {
     }
 }
 
-/// A request for a spare of a worker binary, with whom to tell when it is ready.
-type Refill = (PathBuf, Option<mpsc::Sender<()>>);
+/// Work for the spare thread.
+enum Job {
+    /// Make a spare of a worker binary, and tell whom when it is ready.
+    Refill(PathBuf, Option<mpsc::Sender<()>>),
+    /// Remove an ended task's cgroup (off the task's path: its usage was read).
+    Remove(TaskCgroup),
+}
 
 /// The spares, and the channel to the thread that makes them (none when that
 /// thread could not start).
-type SparePool = (Mutex<Spares>, Option<Mutex<mpsc::Sender<Refill>>>);
+type SparePool = (Mutex<Spares>, Option<Mutex<mpsc::Sender<Job>>>);
 
 /// Milliseconds until the sandboxes of this process have paused for
 /// [`SPARE_QUIET`] (0 once they have).
@@ -513,7 +518,7 @@ fn until_quiet() -> u64 {
 
 /// The spare thread's loop: make spares when asked, and move made spares into
 /// their cgroups once the sandboxes pause.
-fn spare_thread(rx: mpsc::Receiver<Refill>) {
+fn spare_thread(rx: mpsc::Receiver<Job>) {
     loop {
         let msg = if lock_spares().has_unjoined() {
             match until_quiet() {
@@ -542,7 +547,15 @@ fn spare_thread(rx: mpsc::Receiver<Refill>) {
                 Err(_) => return,
             }
         };
-        let (worker, done) = msg;
+        let (worker, done) = match msg {
+            Job::Refill(worker, done) => (worker, done),
+            Job::Remove(cgroup) => {
+                if let Err(e) = cgroup.remove() {
+                    tracing::warn!(error = %e, "removing task cgroup");
+                }
+                continue;
+            }
+        };
         if lock_spares().short_of(&worker) {
             match start_spare(&worker) {
                 Ok(w) => {
@@ -563,7 +576,7 @@ fn spare_thread(rx: mpsc::Receiver<Refill>) {
 fn spares() -> &'static SparePool {
     static S: OnceLock<SparePool> = OnceLock::new();
     S.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Refill>();
+        let (tx, rx) = mpsc::channel::<Job>();
         // One thread for the life of the process starts every spare: a worker's
         // parent-death signal fires when the *thread* that forked it exits, so the
         // forking thread must outlive its workers.
@@ -584,13 +597,36 @@ fn lock_spares() -> std::sync::MutexGuard<'static, Spares> {
     spares().0.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn refill(worker: &Path, done: Option<mpsc::Sender<()>>) -> bool {
-    spares().1.as_ref().is_some_and(|tx| {
-        tx.lock()
+fn send_job(job: Job) -> Result<(), Job> {
+    match &spares().1 {
+        Some(tx) => tx
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send((worker.to_path_buf(), done))
-            .is_ok()
-    })
+            .send(job)
+            .map_err(|e| e.0),
+        None => Err(job),
+    }
+}
+
+fn refill(worker: &Path, done: Option<mpsc::Sender<()>>) -> bool {
+    send_job(Job::Refill(worker.to_path_buf(), done)).is_ok()
+}
+
+/// Remove an ended task's cgroup: on the spare thread when a sandbox wants spares
+/// of `worker` (dropping the last such sandbox waits for the thread, so no cgroup
+/// outlives it), here otherwise.
+fn remove_cgroup(worker: &Path, cgroup: TaskCgroup) {
+    let wanted = lock_spares()
+        .ready
+        .get(worker)
+        .is_some_and(|(want, _)| *want > 0);
+    let job = Job::Remove(cgroup);
+    let left = if wanted { send_job(job).err() } else { Some(job) };
+    if let Some(Job::Remove(c)) = left
+        && let Err(e) = c.remove()
+    {
+        tracing::warn!(error = %e, "removing task cgroup");
+    }
 }
 
 /// Keep one worker of `worker` started ahead of the next task (`on`; returns
@@ -910,10 +946,8 @@ impl Running {
             .as_ref()
             .map(|c| c.usage().since(&self.control.baseline))
             .unwrap_or_default();
-        if let Some(c) = &self.control.cgroup
-            && let Err(e) = c.remove()
-        {
-            tracing::warn!(error = %e, "removing task cgroup");
+        if let Some(c) = &self.control.cgroup {
+            remove_cgroup(&self.worker, c.clone());
         }
         note_activity();
         refill_if_wanted(&self.worker);
