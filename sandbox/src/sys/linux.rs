@@ -675,8 +675,8 @@ pub fn spares_ready(worker: &Path) -> usize {
 }
 
 /// A live spare of `worker`, if one is ready. Its replacement is asked for once
-/// this task's worker has its request ([`spawn`]), so the next task finds one
-/// even when it comes right after this one.
+/// this task's worker has its request and its reader threads ([`spawn`]), so the
+/// next task finds one even when it comes right after this one.
 fn take_spare(worker: &Path) -> Option<Started> {
     let mut s = lock_spares();
     let (want, ready) = s.ready.get_mut(worker)?;
@@ -820,7 +820,6 @@ pub fn spawn(
         // means it died, which `wait` reports.
         let _ = stdin.write_all(&req_json);
     }
-    refill_if_wanted(worker);
     let out = child.stdout.take().ok_or(SandboxError::Protocol {
         message: "worker stdout missing".into(),
     })?;
@@ -843,6 +842,9 @@ pub fn spawn(
         let _ = f.read_to_end(&mut v);
         v
     });
+    // After this task's threads exist: the spare's fork copies this process's
+    // page tables, which holds up their stacks' mappings meanwhile.
+    refill_if_wanted(worker);
     Ok(Running {
         worker: worker.to_path_buf(),
         child,
