@@ -21,7 +21,7 @@ use askee_core::wire::v1::{NodeState, ReportStatus, TaskState, TaskStatement};
 use super::{SqlStore, append_in, db, to_i64};
 use crate::store::{
     AssignmentRecord, AssignmentState, AuditDraft, Backend, CoordinatorStore, Exclusion,
-    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, ResultInput, ResultOutcome,
+    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, NonceClaim, ResultInput, ResultOutcome,
     StoreError, SweepReport, TaskRecord,
 };
 
@@ -385,8 +385,7 @@ async fn decide(
     conn: &mut AnyConnection,
     task: &mut TaskRecord,
     input: &ResultInput,
-    touched: &mut BTreeMap<String, NodeRecord>,
-    lock: &str,
+    ctx: &mut ReportCtx,
     op: &'static str,
 ) -> Result<(), StoreError> {
     let now_ms = input.now_ms;
@@ -474,7 +473,7 @@ async fn decide(
                     continue;
                 }
                 let ok = a.result_digest.as_deref() == Some(accepted.as_str());
-                judge(conn, a, ok, touched, lock, op).await?;
+                judge(conn, a, ok, ctx, now_ms, op).await?;
             }
             sqlx::query(
                 "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
@@ -494,10 +493,9 @@ async fn decide(
                     })
                 })
                 .collect();
-            let idx = append_in(
-                conn,
-                backend_of_conn(conn),
-                vec![AuditDraft {
+            ctx.audits.push((
+                task.task_id.clone(),
+                AuditDraft {
                     timestamp_ms: now_ms,
                     kind: "task.verified".into(),
                     subject: task.task_id.clone(),
@@ -508,23 +506,19 @@ async fn decide(
                         "replicas": reported.len(),
                         "evidence": evidence,
                     }),
-                }],
-            )
-            .await?;
+                },
+            ));
             task.state = TaskState::Verified;
             task.accepted_digest = Some(accepted);
-            task.audit_index = idx.first().copied();
         }
     }
     if let Some(reason) = fail_reason {
         for a in &reported {
-            let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
-            node.stats.consensus_failures += 1;
+            ctx.event(&a.node_key, "consensus_failure", now_ms);
         }
-        let idx = append_in(
-            conn,
-            backend_of_conn(conn),
-            vec![AuditDraft {
+        ctx.audits.push((
+            task.task_id.clone(),
+            AuditDraft {
                 timestamp_ms: now_ms,
                 kind: "task.failed".into(),
                 subject: task.task_id.clone(),
@@ -537,9 +531,8 @@ async fn decide(
                         "signature": a.signature,
                     })).collect::<Vec<_>>(),
                 }),
-            }],
-        )
-        .await?;
+            },
+        ));
         sqlx::query(
             "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
         )
@@ -549,37 +542,18 @@ async fn decide(
         .map_err(db(op))?;
         task.state = TaskState::Failed;
         task.reason = Some(reason);
-        task.audit_index = idx.first().copied();
     }
     Ok(())
 }
 
-async fn node_entry<'m>(
-    conn: &mut AnyConnection,
-    touched: &'m mut BTreeMap<String, NodeRecord>,
-    node_key: &str,
-    lock: &str,
-    op: &'static str,
-) -> Result<&'m mut NodeRecord, StoreError> {
-    if !touched.contains_key(node_key) {
-        let node =
-            load_node(conn, node_key, lock, op)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("node {node_key}"),
-                })?;
-        touched.insert(node_key.to_owned(), node);
-    }
-    Ok(touched.get_mut(node_key).expect("inserted above"))
-}
-
-/// Marks one result agreed or wrong and updates its node's record.
+/// Marks one result agreed or wrong; the node's counters change through a
+/// node event (folded later), so no node row is locked here.
 async fn judge(
     conn: &mut AnyConnection,
     a: &AssignmentRecord,
     ok: bool,
-    touched: &mut BTreeMap<String, NodeRecord>,
-    lock: &str,
+    ctx: &mut ReportCtx,
+    now_ms: i64,
     op: &'static str,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE assignments SET verdict = $2 WHERE assignment_id = $1")
@@ -588,14 +562,7 @@ async fn judge(
         .execute(&mut *conn)
         .await
         .map_err(db(op))?;
-    let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
-    if ok {
-        node.stats.agreed += 1;
-        node.stats.streak += 1;
-    } else {
-        node.stats.wrong += 1;
-        node.stats.streak = 0;
-    }
+    ctx.event(&a.node_key, if ok { "agreed" } else { "wrong" }, now_ms);
     Ok(())
 }
 
@@ -624,6 +591,247 @@ async fn save_task_progress(
     .await
     .map_err(db(op))?;
     Ok(())
+}
+
+/// What a result batch defers to the end of its transaction: counter
+/// changes as node events (node, kind, time) and audit entries with the
+/// task each decides.
+#[derive(Default)]
+struct ReportCtx {
+    events: Vec<(String, &'static str, i64)>,
+    audits: Vec<(String, AuditDraft)>,
+    /// Reporter states read in this batch (a node's results stop counting
+    /// once it is excluded).
+    states: BTreeMap<String, Option<String>>,
+}
+
+impl ReportCtx {
+    fn event(&mut self, node_key: &str, kind: &'static str, now_ms: i64) {
+        self.events.push((node_key.to_owned(), kind, now_ms));
+    }
+}
+
+/// One result inside a batch transaction. `NotFound`, `ForeignAssignment`
+/// and `ImpossibleClaim` are returned before anything is written.
+async fn record_one(
+    conn: &mut AnyConnection,
+    input: &ResultInput,
+    lock: &str,
+    ctx: &mut ReportCtx,
+    op: &'static str,
+) -> Result<ResultOutcome, StoreError> {
+    let now_ms = input.now_ms;
+    let mut task = load_task(conn, &input.task_id, lock, op)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: format!("task {}", input.task_id),
+        })?;
+    let row = sqlx::query(&format!(
+        "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1{lock}"
+    ))
+    .bind(&input.assignment_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    let a = match row {
+        Some(r) => assignment_from(&r, op)?,
+        None => {
+            return Err(StoreError::NotFound {
+                what: format!("assignment {}", input.assignment_id),
+            });
+        }
+    };
+    if a.task_id != input.task_id || a.node_key != input.node_key {
+        return Err(StoreError::ForeignAssignment {
+            assignment_id: input.assignment_id.clone(),
+            task_id: input.task_id.clone(),
+        });
+    }
+    // Every stored statement was validated at submission, and one that
+    // cannot be read is never leased, so no replica of it reaches here.
+    let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
+        .ok()
+        .map(|st| st.limits.fuel);
+    if let Some(claim) = fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed))
+    {
+        return Err(StoreError::ImpossibleClaim {
+            assignment_id: input.assignment_id.clone(),
+            claim,
+        });
+    }
+    let not_recorded = |task: &TaskRecord| ResultOutcome {
+        recorded: false,
+        task_state: task.state,
+        excluded: Vec::new(),
+    };
+    if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
+        return Ok(not_recorded(&task));
+    }
+    if task.state.is_final() || a.state == AssignmentState::Abandoned {
+        return Ok(not_recorded(&task));
+    }
+    let state = match ctx.states.get(&input.node_key) {
+        Some(s) => s.clone(),
+        None => {
+            let s: Option<String> =
+                sqlx::query_scalar("SELECT state FROM nodes WHERE node_key = $1")
+                    .bind(&input.node_key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db(op))?;
+            ctx.states.insert(input.node_key.clone(), s.clone());
+            s
+        }
+    };
+    if state.as_deref() == Some(NodeState::Byzantine.as_str()) {
+        // An excluded node's results never count; its replica goes back.
+        if a.state == AssignmentState::Leased {
+            expire_assignment(conn, &a.assignment_id, &a.task_id, &a.node_key, op).await?;
+        }
+        return Ok(not_recorded(&task));
+    }
+    let was_live = a.state == AssignmentState::Leased;
+    match input.status {
+        ReportStatus::Failed => {
+            sqlx::query(
+                "UPDATE assignments SET state = 'failed', status = 'failed', failure = $2, \
+                 signature = $3, reported_at_ms = $4 WHERE assignment_id = $1",
+            )
+            .bind(&a.assignment_id)
+            .bind(&input.failure)
+            .bind(&input.signature)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(op))?;
+            if was_live {
+                task.replicas_active = task.replicas_active.saturating_sub(1);
+            }
+            if task.trusted_node.as_deref() == Some(input.node_key.as_str()) {
+                task.trusted_node = None;
+                task.replicas_wanted = 2 * task.f + 1;
+            }
+            ctx.event(&input.node_key, "failed", now_ms);
+        }
+        ReportStatus::Completed => {
+            sqlx::query(
+                "UPDATE assignments SET state = 'reported', status = 'completed', \
+                 result_digest = $2, signature = $3, exit_code = $4, stdout = $5, \
+                 reported_at_ms = $6 WHERE assignment_id = $1",
+            )
+            .bind(&a.assignment_id)
+            .bind(&input.result_digest)
+            .bind(&input.signature)
+            .bind(i64::from(input.exit_code))
+            .bind(&input.stdout)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(op))?;
+            if !was_live {
+                // A late result after the lease expired still counts.
+                task.replicas_active += 1;
+            }
+            task.results_received += 1;
+            ctx.event(&input.node_key, "completed", now_ms);
+            if let Some(known) = task.known_digest.clone() {
+                let reported = AssignmentRecord {
+                    result_digest: Some(input.result_digest.clone()),
+                    ..a.clone()
+                };
+                let ok = known == input.result_digest;
+                judge(conn, &reported, ok, ctx, now_ms, op).await?;
+                if !ok {
+                    // A wrong answer to a known question never counts;
+                    // another replica takes its place.
+                    task.replicas_active = task.replicas_active.saturating_sub(1);
+                    if task.trusted_node.is_some() {
+                        task.trusted_node = None;
+                        task.replicas_wanted = 2 * task.f + 1;
+                    }
+                }
+            }
+            decide(conn, &mut task, input, ctx, op).await?;
+        }
+    }
+    save_task_progress(conn, &task, now_ms, op).await?;
+    Ok(ResultOutcome {
+        recorded: true,
+        task_state: task.state,
+        excluded: Vec::new(),
+    })
+}
+
+/// Folds a node's pending events (and `extra` misbehaviour) into its row,
+/// under the row's lock: counters in event order (a wrong verdict resets the
+/// streak), reputation recomputed, exclusion evaluated. The events are taken
+/// with `DELETE … RETURNING`, so what is folded is exactly what is removed,
+/// even with reports committing meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn fold_in(
+    conn: &mut AnyConnection,
+    node_key: &str,
+    lock: &str,
+    now_ms: i64,
+    heartbeat_interval: u64,
+    policy: &ByzantinePolicy,
+    extra: Option<Misbehaviour>,
+    op: &'static str,
+) -> Result<Option<Exclusion>, StoreError> {
+    let Some(mut node) = load_node(conn, node_key, lock, op).await? else {
+        return Ok(None);
+    };
+    let rows = sqlx::query("DELETE FROM node_events WHERE node_key = $1 RETURNING event_id, kind")
+        .bind(node_key)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(op))?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: i64 = r.try_get("event_id").map_err(db(op))?;
+        let kind: String = r.try_get("kind").map_err(db(op))?;
+        events.push((id, kind));
+    }
+    events.sort();
+    let s = &mut node.stats;
+    for (id, kind) in &events {
+        match kind.as_str() {
+            "completed" => s.completed += 1,
+            "failed" => s.failed += 1,
+            "agreed" => {
+                s.agreed += 1;
+                s.streak += 1;
+            }
+            "wrong" => {
+                s.wrong += 1;
+                s.streak = 0;
+            }
+            "consensus_failure" => s.consensus_failures += 1,
+            other => {
+                return Err(corrupt(
+                    format!("node event {id}"),
+                    format!("unknown kind {other:?}"),
+                ));
+            }
+        }
+    }
+    match extra {
+        Some(Misbehaviour::InvalidSignature) => s.invalid_signatures += 1,
+        Some(Misbehaviour::PolicyViolation) => s.policy_violations += 1,
+        Some(Misbehaviour::MaliciousPattern) => s.malicious_patterns += 1,
+        None if events.is_empty() => return Ok(None),
+        None => {}
+    }
+    save_node_stats(
+        conn,
+        &node,
+        now_ms.div_euclid(1000),
+        now_ms,
+        heartbeat_interval,
+        policy,
+        op,
+    )
+    .await
 }
 
 #[async_trait]
@@ -775,8 +983,29 @@ impl CoordinatorStore for SqlStore {
         let result = async {
             // Assignment rows before the node row: reports lock assignment
             // before node, so this order cannot deadlock with them.
+            // In (task, assignment) order, the order result batches lock
+            // assignment rows in, so the two never wait on each other in a
+            // cycle.
+            let tasks: BTreeMap<String, String> = sqlx::query(
+                "SELECT assignment_id, task_id FROM assignments WHERE node_key = $1 \
+                 AND state = 'leased'",
+            )
+            .bind(node_key)
+            .fetch_all(w.conn())
+            .await
+            .map_err(db(OP))?
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.try_get::<String, _>("assignment_id").ok()?,
+                    r.try_get::<String, _>("task_id").ok()?,
+                ))
+            })
+            .collect();
+            let mut ordered: Vec<&String> = running.iter().collect();
+            ordered.sort_by_key(|id| (tasks.get(*id), *id));
             let mut live_ids = Vec::new();
-            for id in running {
+            for id in ordered {
                 let live = sqlx::query(
                     "UPDATE assignments SET lease_expires_at = $3 WHERE assignment_id = $1 \
                          AND node_key = $2 AND state = 'leased' AND EXISTS (SELECT 1 FROM tasks t \
@@ -1167,187 +1396,166 @@ impl CoordinatorStore for SqlStore {
         row.map(|r| assignment_from(&r, OP)).transpose()
     }
 
-    async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError> {
-        const OP: &str = "record result";
+    async fn record_results(
+        &self,
+        nonce: Option<&NonceClaim>,
+        inputs: Vec<ResultInput>,
+    ) -> Result<Vec<Result<ResultOutcome, StoreError>>, StoreError> {
+        const OP: &str = "record results";
         let lock = self.for_update();
+        let backend = self.backend;
+        // Task order: concurrent batches lock task rows (and then their
+        // assignment rows) in one global order, so they cannot deadlock.
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by(|&x, &y| {
+            (&inputs[x].task_id, &inputs[x].assignment_id)
+                .cmp(&(&inputs[y].task_id, &inputs[y].assignment_id))
+        });
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            let now_ms = input.now_ms;
-            let now = now_ms.div_euclid(1000);
-            let mut task = load_task(w.conn(), &input.task_id, lock, OP)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("task {}", input.task_id),
-                })?;
-            let row = sqlx::query(&format!(
-                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1{lock}"
-            ))
-            .bind(&input.assignment_id)
-            .fetch_optional(w.conn())
-            .await
-            .map_err(db(OP))?;
-            let a = match row {
-                Some(r) => assignment_from(&r, OP)?,
-                None => {
-                    return Err(StoreError::NotFound {
-                        what: format!("assignment {}", input.assignment_id),
+            if let Some(n) = nonce {
+                // The request's nonce commits with its work: a replay finds
+                // it and stores nothing. (Expired nonces are cleared by the
+                // other signed requests, not here: that delete would make
+                // concurrent batches wait on each other's row locks.)
+                let inserted = sqlx::query(
+                    "INSERT INTO nonces (node_key, nonce, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (node_key, nonce) DO NOTHING",
+                )
+                .bind(&n.node_key)
+                .bind(&n.nonce)
+                .bind(n.expires_at)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?
+                .rows_affected();
+                if inserted != 1 {
+                    return Err(StoreError::ReplayedNonce {
+                        node_key: n.node_key.clone(),
+                        nonce: n.nonce.clone(),
                     });
                 }
-            };
-            if a.task_id != input.task_id || a.node_key != input.node_key {
-                return Err(StoreError::ForeignAssignment {
-                    assignment_id: input.assignment_id.clone(),
-                    task_id: input.task_id.clone(),
-                });
             }
-            // Every stored statement was validated at submission, and one that
-            // cannot be read is never leased, so no replica of it reaches here.
-            let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
-                .ok()
-                .map(|st| st.limits.fuel);
-            if let Some(claim) =
-                fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed))
-            {
-                return Err(StoreError::ImpossibleClaim {
-                    assignment_id: input.assignment_id.clone(),
-                    claim,
-                });
+            let mut ctx = ReportCtx::default();
+            let mut outcomes: Vec<Option<Result<ResultOutcome, StoreError>>> =
+                (0..inputs.len()).map(|_| None).collect();
+            for &i in &order {
+                let outcome = match record_one(w.conn(), &inputs[i], lock, &mut ctx, OP).await {
+                    Ok(o) => Ok(o),
+                    // Found before anything was written: the item's own
+                    // outcome, the rest of the batch goes on.
+                    Err(
+                        e @ (StoreError::NotFound { .. }
+                        | StoreError::ForeignAssignment { .. }
+                        | StoreError::ImpossibleClaim { .. }),
+                    ) => Err(e),
+                    Err(e) => return Err(e),
+                };
+                outcomes[i] = Some(outcome);
             }
-            let not_recorded = |task: &TaskRecord| ResultOutcome {
-                recorded: false,
-                task_state: task.state,
-                excluded: Vec::new(),
-            };
-            if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
-                return Ok(not_recorded(&task));
-            }
-            if task.state.is_final() || a.state == AssignmentState::Abandoned {
-                return Ok(not_recorded(&task));
-            }
-            let byzantine: Option<String> =
-                sqlx::query_scalar("SELECT state FROM nodes WHERE node_key = $1")
-                    .bind(&input.node_key)
-                    .fetch_optional(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-            if byzantine.as_deref() == Some(NodeState::Byzantine.as_str()) {
-                // An excluded node's results never count; its replica goes back.
-                if a.state == AssignmentState::Leased {
-                    expire_assignment(w.conn(), &a.assignment_id, &a.task_id, &a.node_key, OP)
-                        .await?;
+            // Counter changes as node events: no other node's row is locked.
+            for chunk in ctx.events.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|k| format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO node_events (node_key, kind, created_ms) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for (node_key, kind, at) in chunk {
+                    q = q.bind(node_key).bind(*kind).bind(*at);
                 }
-                return Ok(not_recorded(&task));
+                q.execute(w.conn()).await.map_err(db(OP))?;
             }
-            let mut touched: BTreeMap<String, NodeRecord> = BTreeMap::new();
-            // Lock every node this report can touch (the reporter and the
-            // task's other reporters) up front, in key order, so concurrent
-            // reports never wait on each other in a cycle.
-            let mut keys: Vec<String> = sqlx::query_scalar(
-                "SELECT node_key FROM assignments WHERE task_id = $1 AND state = 'reported'",
-            )
-            .bind(&task.task_id)
-            .fetch_all(w.conn())
-            .await
-            .map_err(db(OP))?;
-            keys.push(input.node_key.clone());
-            keys.sort();
-            keys.dedup();
-            for k in &keys {
-                node_entry(w.conn(), &mut touched, k, lock, OP).await?;
-            }
-            let was_live = a.state == AssignmentState::Leased;
-            match input.status {
-                ReportStatus::Failed => {
-                    sqlx::query(
-                        "UPDATE assignments SET state = 'failed', status = 'failed', failure = $2, \
-                         signature = $3, reported_at_ms = $4 WHERE assignment_id = $1",
-                    )
-                    .bind(&a.assignment_id)
-                    .bind(&input.failure)
-                    .bind(&input.signature)
-                    .bind(now_ms)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-                    if was_live {
-                        task.replicas_active = task.replicas_active.saturating_sub(1);
-                    }
-                    if task.trusted_node.as_deref() == Some(input.node_key.as_str()) {
-                        task.trusted_node = None;
-                        task.replicas_wanted = 2 * task.f + 1;
-                    }
-                    let node =
-                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
-                    node.stats.failed += 1;
-                }
-                ReportStatus::Completed => {
-                    sqlx::query(
-                        "UPDATE assignments SET state = 'reported', status = 'completed', \
-                         result_digest = $2, signature = $3, exit_code = $4, stdout = $5, \
-                         reported_at_ms = $6 WHERE assignment_id = $1",
-                    )
-                    .bind(&a.assignment_id)
-                    .bind(&input.result_digest)
-                    .bind(&input.signature)
-                    .bind(i64::from(input.exit_code))
-                    .bind(&input.stdout)
-                    .bind(now_ms)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-                    if !was_live {
-                        // A late result after the lease expired still counts.
-                        task.replicas_active += 1;
-                    }
-                    task.results_received += 1;
-                    let node =
-                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
-                    node.stats.completed += 1;
-                    if let Some(known) = task.known_digest.clone() {
-                        let reported = AssignmentRecord {
-                            result_digest: Some(input.result_digest.clone()),
-                            ..a.clone()
-                        };
-                        let ok = known == input.result_digest;
-                        judge(w.conn(), &reported, ok, &mut touched, lock, OP).await?;
-                        if !ok {
-                            // A wrong answer to a known question never counts;
-                            // another replica takes its place.
-                            task.replicas_active = task.replicas_active.saturating_sub(1);
-                            if task.trusted_node.is_some() {
-                                task.trusted_node = None;
-                                task.replicas_wanted = 2 * task.f + 1;
-                            }
-                        }
-                    }
-                    decide(w.conn(), &mut task, &input, &mut touched, lock, OP).await?;
+            // Audit entries last (on PostgreSQL the audit table lock must be
+            // the transaction's last lock), then their indices on the tasks.
+            if !ctx.audits.is_empty() {
+                let (tasks, drafts): (Vec<String>, Vec<AuditDraft>) =
+                    ctx.audits.into_iter().unzip();
+                let indices = append_in(w.conn(), backend, drafts).await?;
+                for (task_id, idx) in tasks.iter().zip(indices) {
+                    sqlx::query("UPDATE tasks SET audit_index = $2 WHERE task_id = $1")
+                        .bind(task_id)
+                        .bind(to_i64(idx))
+                        .execute(w.conn())
+                        .await
+                        .map_err(db(OP))?;
                 }
             }
-            save_task_progress(w.conn(), &task, now_ms, OP).await?;
-            let mut excluded = Vec::new();
-            for node in touched.values() {
-                if let Some(e) = save_node_stats(
-                    w.conn(),
-                    node,
-                    now,
-                    now_ms,
-                    input.heartbeat_interval,
-                    &input.policy,
-                    OP,
-                )
-                .await?
-                {
-                    excluded.push(e);
-                }
-            }
-            Ok(ResultOutcome {
-                recorded: true,
-                task_state: task.state,
-                excluded,
-            })
+            Ok(outcomes
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Err(StoreError::Corrupt {
+                            what: "result batch".into(),
+                            detail: "an item was not processed".into(),
+                        })
+                    })
+                })
+                .collect())
         }
         .await;
         w.finish(result).await
+    }
+
+    async fn fold_node(
+        &self,
+        node_key: &str,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Option<Exclusion>, StoreError> {
+        const OP: &str = "fold node events";
+        let pending: Option<i64> =
+            sqlx::query_scalar("SELECT event_id FROM node_events WHERE node_key = $1 LIMIT 1")
+                .bind(node_key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(OP))?;
+        if pending.is_none() {
+            return Ok(None);
+        }
+        let lock = self.for_update();
+        let mut w = self.begin_write(OP).await?;
+        let result = fold_in(
+            w.conn(),
+            node_key,
+            lock,
+            now_ms,
+            heartbeat_interval,
+            &policy,
+            None,
+            OP,
+        )
+        .await;
+        w.finish(result).await
+    }
+
+    async fn fold_pending(
+        &self,
+        limit: u32,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Vec<Exclusion>, StoreError> {
+        const OP: &str = "fold pending node events";
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT node_key FROM node_events LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
+        let mut excluded = Vec::new();
+        for key in keys {
+            if let Some(e) = self
+                .fold_node(&key, now_ms, heartbeat_interval, policy)
+                .await?
+            {
+                excluded.push(e);
+            }
+        }
+        Ok(excluded)
     }
 
     async fn record_misbehaviour(
@@ -1363,22 +1571,15 @@ impl CoordinatorStore for SqlStore {
         let lock = self.for_update();
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            let Some(mut node) = load_node(w.conn(), node_key, lock, OP).await? else {
-                return Ok(None);
-            };
-            match kind {
-                Misbehaviour::InvalidSignature => node.stats.invalid_signatures += 1,
-                Misbehaviour::PolicyViolation => node.stats.policy_violations += 1,
-                Misbehaviour::MaliciousPattern => node.stats.malicious_patterns += 1,
-            }
             tracing::warn!(node = node_key, ?kind, what, "node misbehaved");
-            save_node_stats(
+            fold_in(
                 w.conn(),
-                &node,
-                now_ms.div_euclid(1000),
+                node_key,
+                lock,
                 now_ms,
                 heartbeat_interval,
                 &policy,
+                Some(kind),
                 OP,
             )
             .await
