@@ -429,14 +429,22 @@ async fn lease(
         leased = state.store.lease(query(false)).await?;
     }
     let mut assignments = Vec::with_capacity(leased.len());
+    let mut sizes = std::collections::HashMap::new();
     for (a, t) in leased {
         let statement: TaskStatement = serde_json::from_str(&t.statement_json)
             .map_err(|e| ApiError::internal(format!("stored statement is corrupt: {e}")))?;
-        let size = state
-            .store
-            .module_size(&t.module_sha256)
-            .await?
-            .unwrap_or(0);
+        let size = match sizes.get(&t.module_sha256) {
+            Some(size) => *size,
+            None => {
+                let size = state
+                    .store
+                    .module_size(&t.module_sha256)
+                    .await?
+                    .unwrap_or(0);
+                sizes.insert(t.module_sha256.clone(), size);
+                size
+            }
+        };
         assignments.push(Assignment {
             assignment_id: a.assignment_id,
             task_id: t.task_id,

@@ -473,12 +473,20 @@ async fn decide(
                     continue;
                 }
                 let ok = a.result_digest.as_deref() == Some(accepted.as_str());
-                judge(conn, a, ok, ctx, now_ms, op).await?;
+                ctx.event(&a.node_key, if ok { "agreed" } else { "wrong" }, now_ms);
             }
+            // One statement: the verdicts of the unjudged results (as the
+            // events above) and the leases still out abandoned.
             sqlx::query(
-                "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
+                "UPDATE assignments SET \
+                 verdict = CASE WHEN state = 'reported' THEN \
+                 CASE WHEN result_digest = $2 THEN 'agreed' ELSE 'wrong' END ELSE verdict END, \
+                 state = CASE WHEN state = 'leased' THEN 'abandoned' ELSE state END \
+                 WHERE task_id = $1 AND (state = 'leased' OR (state = 'reported' \
+                 AND status = 'completed' AND verdict IS NULL))",
             )
             .bind(&task.task_id)
+            .bind(&accepted)
             .execute(&mut *conn)
             .await
             .map_err(db(op))?;
@@ -1244,7 +1252,7 @@ impl CoordinatorStore for SqlStore {
                  AND t.task_type IN ({types}) AND NOT EXISTS (SELECT 1 FROM assignments a \
                  WHERE a.task_id = t.task_id AND a.node_key = $1) \
                  AND (t.created_ms > ${after_ms} OR (t.created_ms = ${after_ms} AND t.task_id > ${after_id})) \
-                 ORDER BY t.created_ms, t.task_id LIMIT $3{skip_locked}",
+                 ORDER BY t.created_ms, t.task_id LIMIT $3",
                 cols = TASK_COLUMNS
                     .split(", ")
                     .map(|c| format!("t.{}", c.trim()))
@@ -1277,34 +1285,49 @@ impl CoordinatorStore for SqlStore {
                     .await
                     .map_err(db(OP))?;
                 let last_page = (rows.len() as i64) < window;
+                let mut page = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let t = task_from(r, OP)?;
                     cursor = (t.created_ms, t.task_id.clone());
                     let choice = (q.choose)(&t);
-                    if choice == LeaseChoice::Skip {
-                        continue;
+                    if choice != LeaseChoice::Skip {
+                        page.push((t, choice));
                     }
-                    // Sybil diversity: prefer tasks whose other replicas run
-                    // under another owner (strongly) and another network prefix.
-                    let mut score = 0i64;
-                    if t.replicas_total > 0 {
-                        let row = sqlx::query(
-                            "SELECT \
-                             COALESCE(SUM(CASE WHEN n.owner = $2 THEN 1 ELSE 0 END), 0) AS same_owner, \
-                             COALESCE(SUM(CASE WHEN n.network_prefix = $3 THEN 1 ELSE 0 END), 0) AS same_net \
-                             FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
-                             WHERE a.task_id = $1 AND a.state IN ('leased', 'reported')",
-                        )
-                        .bind(&t.task_id)
-                        .bind(q.owner)
-                        .bind(q.network_prefix)
-                        .fetch_one(w.conn())
-                        .await
-                        .map_err(db(OP))?;
-                        let same_owner: i64 = row.try_get("same_owner").map_err(db(OP))?;
-                        let same_net: i64 = row.try_get("same_net").map_err(db(OP))?;
-                        score = 2 * same_owner.min(1) + same_net.min(1);
+                }
+                // Sybil diversity: prefer tasks whose other replicas run
+                // under another owner (strongly) and another network prefix;
+                // one query for the page.
+                let shared: Vec<&str> = page
+                    .iter()
+                    .filter(|(t, _)| t.replicas_total > 0)
+                    .map(|(t, _)| t.task_id.as_str())
+                    .collect();
+                let mut scores: BTreeMap<String, i64> = BTreeMap::new();
+                if !shared.is_empty() {
+                    let ids: Vec<String> =
+                        (0..shared.len()).map(|k| format!("${}", k + 3)).collect();
+                    let sql = format!(
+                        "SELECT a.task_id, \
+                         COALESCE(SUM(CASE WHEN n.owner = $1 THEN 1 ELSE 0 END), 0) AS same_owner, \
+                         COALESCE(SUM(CASE WHEN n.network_prefix = $2 THEN 1 ELSE 0 END), 0) AS same_net \
+                         FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
+                         WHERE a.task_id IN ({}) AND a.state IN ('leased', 'reported') \
+                         GROUP BY a.task_id",
+                        ids.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql).bind(q.owner).bind(q.network_prefix);
+                    for id in &shared {
+                        query = query.bind(*id);
                     }
+                    for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
+                        let id: String = r.try_get("task_id").map_err(db(OP))?;
+                        let same_owner: i64 = r.try_get("same_owner").map_err(db(OP))?;
+                        let same_net: i64 = r.try_get("same_net").map_err(db(OP))?;
+                        scores.insert(id, 2 * same_owner.min(1) + same_net.min(1));
+                    }
+                }
+                for (t, choice) in page {
+                    let score = scores.get(&t.task_id).copied().unwrap_or(0);
                     ranked.push((score, t, choice));
                 }
                 if last_page || ranked.len() as i64 >= window {
@@ -1313,8 +1336,35 @@ impl CoordinatorStore for SqlStore {
             }
             // Stable: queue order within one diversity class.
             ranked.sort_by_key(|(score, _, _)| *score);
+            // Candidates were read without locks; each one taken is locked
+            // now (PostgreSQL: `SKIP LOCKED`, so a task another server is
+            // leasing or a report is deciding is passed over, never waited
+            // on) and checked again, so only the tasks taken are locked, and
+            // only from here to commit.
+            let lock_one = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND state = 'pending' \
+                 AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
+                 WHERE a.task_id = tasks.task_id AND a.node_key = $2){skip_locked}"
+            );
             let mut out = Vec::new();
-            for (_, mut t, choice) in ranked.into_iter().take(q.max_tasks as usize) {
+            for (_, candidate, _) in ranked {
+                if out.len() >= q.max_tasks as usize {
+                    break;
+                }
+                let Some(row) = sqlx::query(&lock_one)
+                    .bind(&candidate.task_id)
+                    .bind(q.node_key)
+                    .fetch_optional(w.conn())
+                    .await
+                    .map_err(db(OP))?
+                else {
+                    continue;
+                };
+                let mut t = task_from(&row, OP)?;
+                let choice = (q.choose)(&t);
+                if choice == LeaseChoice::Skip {
+                    continue;
+                }
                 let id = (q.new_id)();
                 let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
                 sqlx::query(
