@@ -21,13 +21,12 @@ use askee_core::signing::{self, verify_attestation, verify_result, verify_task};
 use askee_core::token::RevocationStatus;
 use askee_core::validate::FieldError;
 use askee_core::wire::v1::{
-    Assignment, ChallengeRequest, ConsentTokenPayload, Heartbeat, HeartbeatAck, LeaseRequest,
-    LeaseResponse, ModuleRef, ModuleStored, NodeChallenge, NodeRegistered, NodeRegistration,
-    NodeState, OperatorKey, OperatorKeyRegistration, ReportStatus, ReputationEntry,
-    ItemProblem, MAX_RESULT_BATCH, ReputationLedger, ResultAck, ResultBatch, ResultBatchAck,
-    ResultEvidence, ResultItemAck, ResultReport, ResultStatement, TaskBatch,
-    TaskBatchCreated, TaskCreated, TaskProgress, TaskState, TaskStatement, TaskStatus,
-    TaskSubmission,
+    Assignment, ChallengeRequest, ConsentTokenPayload, Heartbeat, HeartbeatAck, ItemProblem,
+    LeaseRequest, LeaseResponse, MAX_RESULT_BATCH, ModuleRef, ModuleStored, NodeChallenge,
+    NodeRegistered, NodeRegistration, NodeState, OperatorKey, OperatorKeyRegistration,
+    ReportStatus, ReputationEntry, ReputationLedger, ResultAck, ResultBatch, ResultBatchAck,
+    ResultEvidence, ResultItemAck, ResultReport, ResultStatement, TaskBatch, TaskBatchCreated,
+    TaskCreated, TaskProgress, TaskState, TaskStatement, TaskStatus, TaskSubmission,
 };
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
@@ -546,6 +545,10 @@ async fn misbehaved(
     Ok(())
 }
 
+/// A refused result: the problem, and the misbehaviour to count against the
+/// node (with a word for the log), if any.
+type Refusal = (ApiError, Option<(Misbehaviour, &'static str)>);
+
 /// Checks one result report (fields, then the result signature) and turns
 /// it into the store's input. On failure, the problem and the misbehaviour
 /// to count against the node (an invalid signature), if any. `prefix`
@@ -558,7 +561,7 @@ fn prepare_report(
     r: ResultReport,
     prefix: &str,
     now_ms: i64,
-) -> Result<ResultInput, (ApiError, Option<(Misbehaviour, &'static str)>)> {
+) -> Result<ResultInput, Refusal> {
     let mut errors = Vec::new();
     let mut bad = |field: &str, problem: &str| {
         errors.push(FieldError {
@@ -616,7 +619,7 @@ fn prepare_report(
 
 /// The problem (and the misbehaviour to count) for a result the store
 /// refused.
-fn refused(e: StoreError) -> (ApiError, Option<(Misbehaviour, &'static str)>) {
+fn refused(e: StoreError) -> Refusal {
     match e {
         // An agent reports only what it leased: a signed result for another
         // node's assignment, or under another task, is never honest and
@@ -710,10 +713,7 @@ async fn report_batch(
     }
     // One transaction: the nonce, every result, their quorum decisions and
     // audit entries.
-    let outcomes = state
-        .store
-        .record_results(Some(&req.nonce), inputs)
-        .await?;
+    let outcomes = state.store.record_results(Some(&req.nonce), inputs).await?;
     let mut recorded = 0u64;
     let mut decided = 0u64;
     for (outcome, i) in outcomes.into_iter().zip(input_of) {

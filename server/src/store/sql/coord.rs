@@ -21,8 +21,8 @@ use askee_core::wire::v1::{NodeState, ReportStatus, TaskState, TaskStatement};
 use super::{SqlStore, append_in, db, to_i64};
 use crate::store::{
     AssignmentRecord, AssignmentState, AuditDraft, Backend, CoordinatorStore, Exclusion,
-    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, NonceClaim, ResultInput, ResultOutcome,
-    StoreError, SweepReport, TaskRecord,
+    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, NonceClaim, ResultInput,
+    ResultOutcome, StoreError, SweepReport, TaskRecord,
 };
 
 const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, token_payload_json, \
@@ -660,8 +660,7 @@ async fn record_one(
     let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
         .ok()
         .map(|st| st.limits.fuel);
-    if let Some(claim) = fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed))
-    {
+    if let Some(claim) = fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed)) {
         return Err(StoreError::ImpossibleClaim {
             assignment_id: input.assignment_id.clone(),
             claim,
