@@ -1340,65 +1340,65 @@ impl CoordinatorStore for SqlStore {
             // leasing or a report is deciding is passed over, never waited
             // on) and checked again, so only the tasks taken are locked, and
             // only from here to commit.
-            let lock_one = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND state = 'pending' \
-                 AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
-                 WHERE a.task_id = tasks.task_id AND a.node_key = $2){skip_locked}"
-            );
+            let picked: Vec<TaskRecord> = ranked
+                .into_iter()
+                .take(q.max_tasks as usize)
+                .map(|(_, t, _)| t)
+                .collect();
             let mut out = Vec::new();
-            for (_, candidate, _) in ranked {
-                if out.len() >= q.max_tasks as usize {
-                    break;
-                }
-                let Some(row) = sqlx::query(&lock_one)
-                    .bind(&candidate.task_id)
-                    .bind(q.node_key)
-                    .fetch_optional(w.conn())
-                    .await
-                    .map_err(db(OP))?
-                else {
+            if picked.is_empty() {
+                return Ok(out);
+            }
+            let ids: Vec<String> = (0..picked.len()).map(|k| format!("${}", k + 2)).collect();
+            let lock_sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) AND state = 'pending' \
+                 AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
+                 WHERE a.task_id = tasks.task_id AND a.node_key = $1) ORDER BY task_id{skip_locked}",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(&lock_sql).bind(q.node_key);
+            for t in &picked {
+                query = query.bind(&t.task_id);
+            }
+            let mut locked: BTreeMap<String, TaskRecord> = BTreeMap::new();
+            for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
+                let t = task_from(&r, OP)?;
+                locked.insert(t.task_id.clone(), t);
+            }
+            // Ranked order; the choice is made again on the locked row.
+            let mut shared = Vec::new();
+            for candidate in picked {
+                let Some(mut t) = locked.remove(&candidate.task_id) else {
                     continue;
                 };
-                let mut t = task_from(&row, OP)?;
                 let choice = (q.choose)(&t);
                 if choice == LeaseChoice::Skip {
                     continue;
                 }
-                let id = (q.new_id)();
                 let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
-                sqlx::query(
-                    "INSERT INTO assignments (assignment_id, task_id, node_key, state, leased_at, \
-                     lease_expires_at) VALUES ($1, $2, $3, 'leased', $4, $5)",
-                )
-                .bind(&id)
-                .bind(&t.task_id)
-                .bind(q.node_key)
-                .bind(q.now)
-                .bind(q.lease_expires_at)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
                 t.replicas_active += 1;
                 t.replicas_total += 1;
                 if alone {
                     t.replicas_wanted = 1;
                     t.trusted_node = Some(q.node_key.to_owned());
+                    sqlx::query(
+                        "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
+                         replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
+                    )
+                    .bind(&t.task_id)
+                    .bind(i64::from(t.replicas_active))
+                    .bind(i64::from(t.replicas_total))
+                    .bind(i64::from(t.replicas_wanted))
+                    .bind(&t.trusted_node)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                } else {
+                    shared.push(t.task_id.clone());
                 }
-                sqlx::query(
-                    "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
-                     replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
-                )
-                .bind(&t.task_id)
-                .bind(i64::from(t.replicas_active))
-                .bind(i64::from(t.replicas_total))
-                .bind(i64::from(t.replicas_wanted))
-                .bind(&t.trusted_node)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
                 out.push((
                     AssignmentRecord {
-                        assignment_id: id,
+                        assignment_id: (q.new_id)(),
                         task_id: t.task_id.clone(),
                         node_key: q.node_key.to_owned(),
                         state: AssignmentState::Leased,
@@ -1415,6 +1415,45 @@ impl CoordinatorStore for SqlStore {
                     },
                     t,
                 ));
+            }
+            // One statement each for the replicas' rows and the counts of
+            // the tasks shared with other replicas.
+            if !shared.is_empty() {
+                let ids: Vec<String> = (0..shared.len()).map(|k| format!("${}", k + 1)).collect();
+                let sql = format!(
+                    "UPDATE tasks SET replicas_active = replicas_active + 1, \
+                     replicas_total = replicas_total + 1 WHERE task_id IN ({})",
+                    ids.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for id in &shared {
+                    query = query.bind(id);
+                }
+                query.execute(w.conn()).await.map_err(db(OP))?;
+            }
+            if !out.is_empty() {
+                let values: Vec<String> = (0..out.len())
+                    .map(|k| {
+                        format!(
+                            "(${}, ${}, $1, 'leased', $2, $3)",
+                            2 * k + 4,
+                            2 * k + 5
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO assignments (assignment_id, task_id, node_key, state, leased_at, \
+                     lease_expires_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(q.node_key)
+                    .bind(q.now)
+                    .bind(q.lease_expires_at);
+                for (a, _) in &out {
+                    query = query.bind(&a.assignment_id).bind(&a.task_id);
+                }
+                query.execute(w.conn()).await.map_err(db(OP))?;
             }
             if !out.is_empty() {
                 sqlx::query("UPDATE nodes SET assigned = assigned + $2 WHERE node_key = $1")
