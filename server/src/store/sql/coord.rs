@@ -5,7 +5,7 @@
 //! other's candidates and never lease one replica twice); SQLite write
 //! transactions are exclusive already.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -380,49 +380,196 @@ impl SqlStore {
     }
 }
 
-/// The quorum step for one task inside a result transaction.
-async fn decide(
+async fn save_task_progress(
     conn: &mut AnyConnection,
-    task: &mut TaskRecord,
-    input: &ResultInput,
-    ctx: &mut ReportCtx,
+    t: &TaskRecord,
+    now_ms: i64,
     op: &'static str,
 ) -> Result<(), StoreError> {
-    let now_ms = input.now_ms;
-    let assignments = load_assignments(conn, &task.task_id, op).await?;
-    let reported: Vec<&AssignmentRecord> = assignments
-        .iter()
-        .filter(|a| {
-            a.state == AssignmentState::Reported && a.status == Some(ReportStatus::Completed)
+    sqlx::query(
+        "UPDATE tasks SET state = $2, replicas_wanted = $3, replicas_active = $4, \
+         results_received = $5, trusted_node = $6, accepted_digest = $7, reason = $8, \
+         audit_index = $9, updated_ms = $10 WHERE task_id = $1",
+    )
+    .bind(&t.task_id)
+    .bind(t.state.as_str())
+    .bind(i64::from(t.replicas_wanted))
+    .bind(i64::from(t.replicas_active))
+    .bind(i64::from(t.results_received))
+    .bind(&t.trusted_node)
+    .bind(&t.accepted_digest)
+    .bind(&t.reason)
+    .bind(t.audit_index.map(to_i64))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
+/// A result batch's working set: the batch's tasks (locked) and all their
+/// assignments, changed in memory and written back once at the end, plus
+/// what the transaction defers to its end: counter changes as node events
+/// (node, kind, time) and audit entries with the task each decides.
+#[derive(Default)]
+struct ReportCtx {
+    tasks: BTreeMap<String, TaskRecord>,
+    assignments: BTreeMap<String, Vec<AssignmentRecord>>,
+    dirty_tasks: BTreeSet<String>,
+    /// (task id, assignment id) of changed assignments.
+    dirty_assignments: BTreeSet<(String, String)>,
+    events: Vec<(String, &'static str, i64)>,
+    audits: Vec<(String, AuditDraft)>,
+    /// Reporter states read in this batch (a node's results stop counting
+    /// once it is excluded).
+    states: BTreeMap<String, Option<String>>,
+}
+
+impl ReportCtx {
+    /// Loads (and on PostgreSQL locks, in task order) the batch's tasks and
+    /// reads all their assignments: two statements for the whole batch.
+    /// The task locks serialise every writer that changes an assignment's
+    /// state (reports, leases, the sweeper); heartbeats only extend leases.
+    async fn load(
+        &mut self,
+        conn: &mut AnyConnection,
+        task_ids: &[&str],
+        lock: &str,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = (0..task_ids.len()).map(|k| format!("${}", k + 1)).collect();
+        let ids = ids.join(", ");
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({ids}) ORDER BY task_id{lock}"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in task_ids {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await.map_err(db(op))? {
+            let t = task_from(&r, op)?;
+            self.tasks.insert(t.task_id.clone(), t);
+        }
+        let sql = format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE task_id IN ({ids}) \
+             ORDER BY leased_at, assignment_id"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in task_ids {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await.map_err(db(op))? {
+            let a = assignment_from(&r, op)?;
+            self.assignments
+                .entry(a.task_id.clone())
+                .or_default()
+                .push(a);
+        }
+        Ok(())
+    }
+
+    /// Writes the changed assignments and tasks back.
+    async fn flush(
+        &mut self,
+        conn: &mut AnyConnection,
+        now_ms: i64,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        for (task_id, a_id) in std::mem::take(&mut self.dirty_assignments) {
+            let Some(a) = self
+                .assignments
+                .get(&task_id)
+                .and_then(|v| v.iter().find(|a| a.assignment_id == a_id))
+            else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE assignments SET state = $2, status = $3, result_digest = $4, \
+                 signature = $5, exit_code = $6, stdout = $7, failure = $8, verdict = $9, \
+                 reported_at_ms = $10 WHERE assignment_id = $1",
+            )
+            .bind(&a.assignment_id)
+            .bind(a.state.as_str())
+            .bind(a.status.map(|s| s.as_str()))
+            .bind(&a.result_digest)
+            .bind(&a.signature)
+            .bind(a.exit_code.map(i64::from))
+            .bind(&a.stdout)
+            .bind(&a.failure)
+            .bind(&a.verdict)
+            .bind(a.reported_at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(op))?;
+        }
+        for task_id in std::mem::take(&mut self.dirty_tasks) {
+            if let Some(t) = self.tasks.get(&task_id) {
+                save_task_progress(conn, t, now_ms, op).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The quorum step for one task of a result batch, on the working set.
+fn decide(
+    task: &mut TaskRecord,
+    assignments: &mut [AssignmentRecord],
+    ctx_events: &mut Vec<(String, &'static str, i64)>,
+    audits: &mut Vec<(String, AuditDraft)>,
+    dirty: &mut BTreeSet<(String, String)>,
+    now_ms: i64,
+) {
+    let reported: Vec<usize> = (0..assignments.len())
+        .filter(|&i| {
+            assignments[i].state == AssignmentState::Reported
+                && assignments[i].status == Some(ReportStatus::Completed)
         })
         .collect();
     // Results judged wrong against a known answer never count.
-    let counted: Vec<&AssignmentRecord> = reported
+    let counted: Vec<usize> = reported
         .iter()
         .copied()
-        .filter(|a| a.verdict.as_deref() != Some("wrong"))
+        .filter(|&i| assignments[i].verdict.as_deref() != Some("wrong"))
         .collect();
     let known_wrong = (reported.len() - counted.len()) as u32;
-    let mut digests = Vec::with_capacity(counted.len());
-    for a in &counted {
-        let text = a.result_digest.clone().unwrap_or_default();
-        let bytes: [u8; 32] = hex::decode(&text)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 32]);
-        digests.push(bytes);
-    }
+    let digests: Vec<[u8; 32]> = counted
+        .iter()
+        .map(|&i| {
+            hex::decode(assignments[i].result_digest.as_deref().unwrap_or_default())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 32])
+        })
+        .collect();
     let results: Vec<ReplicaResult<'_>> = counted
         .iter()
         .zip(&digests)
-        .map(|(a, d)| ReplicaResult {
-            node_id: &a.node_key,
+        .map(|(&i, d)| ReplicaResult {
+            node_id: &assignments[i].node_key,
             digest: *d,
         })
         .collect();
     let policy = verification_policy(task.f, task.max_replicas, task.trusted_node.is_some());
     let assigned = task.replicas_wanted.saturating_sub(known_wrong);
     let decision = consensus(&policy, assigned, &results);
+    let evidence = |assignments: &[AssignmentRecord]| -> Vec<serde_json::Value> {
+        reported
+            .iter()
+            .map(|&i| {
+                let a = &assignments[i];
+                serde_json::json!({
+                    "assignment_id": a.assignment_id,
+                    "node_id": a.node_key,
+                    "result_digest": a.result_digest,
+                    "signature": a.signature,
+                })
+            })
+            .collect()
+    };
     let mut fail_reason = None;
     match decision {
         QuorumDecision::Waiting { .. } => {}
@@ -466,42 +613,25 @@ async fn decide(
         }
         QuorumDecision::Accepted { digest, agreeing } => {
             let accepted = hex::encode(digest);
+            let evidence = evidence(assignments);
             // A trusted single result is checked against a known answer when
             // there is one (spot check); a mismatch is already excluded above.
-            for a in &reported {
-                if a.verdict.is_some() {
-                    continue;
+            for a in assignments.iter_mut() {
+                let unjudged = a.state == AssignmentState::Reported
+                    && a.status == Some(ReportStatus::Completed)
+                    && a.verdict.is_none();
+                if unjudged {
+                    let ok = a.result_digest.as_deref() == Some(accepted.as_str());
+                    let verdict = if ok { "agreed" } else { "wrong" };
+                    a.verdict = Some(verdict.into());
+                    ctx_events.push((a.node_key.clone(), verdict, now_ms));
+                    dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
+                } else if a.state == AssignmentState::Leased {
+                    a.state = AssignmentState::Abandoned;
+                    dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
                 }
-                let ok = a.result_digest.as_deref() == Some(accepted.as_str());
-                ctx.event(&a.node_key, if ok { "agreed" } else { "wrong" }, now_ms);
             }
-            // One statement: the verdicts of the unjudged results (as the
-            // events above) and the leases still out abandoned.
-            sqlx::query(
-                "UPDATE assignments SET \
-                 verdict = CASE WHEN state = 'reported' THEN \
-                 CASE WHEN result_digest = $2 THEN 'agreed' ELSE 'wrong' END ELSE verdict END, \
-                 state = CASE WHEN state = 'leased' THEN 'abandoned' ELSE state END \
-                 WHERE task_id = $1 AND (state = 'leased' OR (state = 'reported' \
-                 AND status = 'completed' AND verdict IS NULL))",
-            )
-            .bind(&task.task_id)
-            .bind(&accepted)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(op))?;
-            let evidence: Vec<serde_json::Value> = reported
-                .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "assignment_id": a.assignment_id,
-                        "node_id": a.node_key,
-                        "result_digest": a.result_digest,
-                        "signature": a.signature,
-                    })
-                })
-                .collect();
-            ctx.audits.push((
+            audits.push((
                 task.task_id.clone(),
                 AuditDraft {
                     timestamp_ms: now_ms,
@@ -521,10 +651,11 @@ async fn decide(
         }
     }
     if let Some(reason) = fail_reason {
-        for a in &reported {
-            ctx.event(&a.node_key, "consensus_failure", now_ms);
+        for &i in &reported {
+            ctx_events.push((assignments[i].node_key.clone(), "consensus_failure", now_ms));
         }
-        ctx.audits.push((
+        let evidence = evidence(assignments);
+        audits.push((
             task.task_id.clone(),
             AuditDraft {
                 timestamp_ms: now_ms,
@@ -532,129 +663,67 @@ async fn decide(
                 subject: task.task_id.clone(),
                 data: serde_json::json!({
                     "reason": reason,
-                    "evidence": reported.iter().map(|a| serde_json::json!({
-                        "assignment_id": a.assignment_id,
-                        "node_id": a.node_key,
-                        "result_digest": a.result_digest,
-                        "signature": a.signature,
-                    })).collect::<Vec<_>>(),
+                    "evidence": evidence,
                 }),
             },
         ));
-        sqlx::query(
-            "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
-        )
-        .bind(&task.task_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db(op))?;
+        for a in assignments.iter_mut() {
+            if a.state == AssignmentState::Leased {
+                a.state = AssignmentState::Abandoned;
+                dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
+            }
+        }
         task.state = TaskState::Failed;
         task.reason = Some(reason);
     }
-    Ok(())
 }
 
-/// Marks one result agreed or wrong; the node's counters change through a
-/// node event (folded later), so no node row is locked here.
-async fn judge(
-    conn: &mut AnyConnection,
-    a: &AssignmentRecord,
-    ok: bool,
-    ctx: &mut ReportCtx,
-    now_ms: i64,
-    op: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE assignments SET verdict = $2 WHERE assignment_id = $1")
-        .bind(&a.assignment_id)
-        .bind(if ok { "agreed" } else { "wrong" })
-        .execute(&mut *conn)
-        .await
-        .map_err(db(op))?;
-    ctx.event(&a.node_key, if ok { "agreed" } else { "wrong" }, now_ms);
-    Ok(())
-}
-
-async fn save_task_progress(
-    conn: &mut AnyConnection,
-    t: &TaskRecord,
-    now_ms: i64,
-    op: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE tasks SET state = $2, replicas_wanted = $3, replicas_active = $4, \
-         results_received = $5, trusted_node = $6, accepted_digest = $7, reason = $8, \
-         audit_index = $9, updated_ms = $10 WHERE task_id = $1",
-    )
-    .bind(&t.task_id)
-    .bind(t.state.as_str())
-    .bind(i64::from(t.replicas_wanted))
-    .bind(i64::from(t.replicas_active))
-    .bind(i64::from(t.results_received))
-    .bind(&t.trusted_node)
-    .bind(&t.accepted_digest)
-    .bind(&t.reason)
-    .bind(t.audit_index.map(to_i64))
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await
-    .map_err(db(op))?;
-    Ok(())
-}
-
-/// What a result batch defers to the end of its transaction: counter
-/// changes as node events (node, kind, time) and audit entries with the
-/// task each decides.
-#[derive(Default)]
-struct ReportCtx {
-    events: Vec<(String, &'static str, i64)>,
-    audits: Vec<(String, AuditDraft)>,
-    /// Reporter states read in this batch (a node's results stop counting
-    /// once it is excluded).
-    states: BTreeMap<String, Option<String>>,
-}
-
-impl ReportCtx {
-    fn event(&mut self, node_key: &str, kind: &'static str, now_ms: i64) {
-        self.events.push((node_key.to_owned(), kind, now_ms));
-    }
-}
-
-/// One result inside a batch transaction. `NotFound`, `ForeignAssignment`
-/// and `ImpossibleClaim` are returned before anything is written.
+/// One result of a batch, on the working set. `NotFound`,
+/// `ForeignAssignment` and `ImpossibleClaim` are returned before anything
+/// changes.
 async fn record_one(
     conn: &mut AnyConnection,
     input: &ResultInput,
-    lock: &str,
     ctx: &mut ReportCtx,
     op: &'static str,
 ) -> Result<ResultOutcome, StoreError> {
     let now_ms = input.now_ms;
-    let mut task = load_task(conn, &input.task_id, lock, op)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
+    let Some(task_state) = ctx.tasks.get(&input.task_id).map(|t| t.state) else {
+        return Err(StoreError::NotFound {
             what: format!("task {}", input.task_id),
-        })?;
-    let row = sqlx::query(&format!(
-        "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1{lock}"
-    ))
-    .bind(&input.assignment_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db(op))?;
-    let a = match row {
-        Some(r) => assignment_from(&r, op)?,
-        None => {
-            return Err(StoreError::NotFound {
-                what: format!("assignment {}", input.assignment_id),
-            });
-        }
+        });
     };
-    if a.task_id != input.task_id || a.node_key != input.node_key {
+    let position = ctx.assignments.get(&input.task_id).and_then(|v| {
+        v.iter()
+            .position(|a| a.assignment_id == input.assignment_id)
+    });
+    let Some(position) = position else {
+        // Not among the task's replicas: another task's (a policy
+        // violation) or unknown.
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT assignment_id FROM assignments WHERE assignment_id = $1")
+                .bind(&input.assignment_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db(op))?;
+        return Err(match exists {
+            Some(_) => StoreError::ForeignAssignment {
+                assignment_id: input.assignment_id.clone(),
+                task_id: input.task_id.clone(),
+            },
+            None => StoreError::NotFound {
+                what: format!("assignment {}", input.assignment_id),
+            },
+        });
+    };
+    let a = ctx.assignments[&input.task_id][position].clone();
+    if a.node_key != input.node_key {
         return Err(StoreError::ForeignAssignment {
             assignment_id: input.assignment_id.clone(),
             task_id: input.task_id.clone(),
         });
     }
+    let task = &ctx.tasks[&input.task_id];
     // Every stored statement was validated at submission, and one that
     // cannot be read is never leased, so no replica of it reaches here.
     let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
@@ -666,16 +735,16 @@ async fn record_one(
             claim,
         });
     }
-    let not_recorded = |task: &TaskRecord| ResultOutcome {
+    let not_recorded = ResultOutcome {
         recorded: false,
-        task_state: task.state,
+        task_state,
         excluded: Vec::new(),
     };
-    if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
-        return Ok(not_recorded(&task));
-    }
-    if task.state.is_final() || a.state == AssignmentState::Abandoned {
-        return Ok(not_recorded(&task));
+    if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed)
+        || task_state.is_final()
+        || a.state == AssignmentState::Abandoned
+    {
+        return Ok(not_recorded);
     }
     let state = match ctx.states.get(&input.node_key) {
         Some(s) => s.clone(),
@@ -690,27 +759,44 @@ async fn record_one(
             s
         }
     };
+    let key = (input.task_id.clone(), input.assignment_id.clone());
+    let ReportCtx {
+        tasks,
+        assignments,
+        dirty_tasks,
+        dirty_assignments,
+        events,
+        audits,
+        ..
+    } = ctx;
+    let task = tasks.get_mut(&input.task_id).expect("loaded above");
+    let all = assignments.get_mut(&input.task_id).expect("found above");
     if state.as_deref() == Some(NodeState::Byzantine.as_str()) {
-        // An excluded node's results never count; its replica goes back.
+        // An excluded node's results never count; its replica goes back
+        // (an adaptive single replica falls back to full replication).
         if a.state == AssignmentState::Leased {
-            expire_assignment(conn, &a.assignment_id, &a.task_id, &a.node_key, op).await?;
+            all[position].state = AssignmentState::Expired;
+            dirty_assignments.insert(key);
+            task.replicas_active = task.replicas_active.saturating_sub(1);
+            if task.trusted_node.as_deref() == Some(a.node_key.as_str()) {
+                task.trusted_node = None;
+                task.replicas_wanted = 2 * task.f + 1;
+            }
+            dirty_tasks.insert(input.task_id.clone());
         }
-        return Ok(not_recorded(&task));
+        return Ok(not_recorded);
     }
     let was_live = a.state == AssignmentState::Leased;
+    dirty_assignments.insert(key);
+    dirty_tasks.insert(input.task_id.clone());
+    let mine = &mut all[position];
+    mine.signature = Some(input.signature.clone());
+    mine.reported_at_ms = Some(now_ms);
     match input.status {
         ReportStatus::Failed => {
-            sqlx::query(
-                "UPDATE assignments SET state = 'failed', status = 'failed', failure = $2, \
-                 signature = $3, reported_at_ms = $4 WHERE assignment_id = $1",
-            )
-            .bind(&a.assignment_id)
-            .bind(&input.failure)
-            .bind(&input.signature)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(op))?;
+            mine.state = AssignmentState::Failed;
+            mine.status = Some(ReportStatus::Failed);
+            mine.failure = Some(input.failure.clone());
             if was_live {
                 task.replicas_active = task.replicas_active.saturating_sub(1);
             }
@@ -718,36 +804,25 @@ async fn record_one(
                 task.trusted_node = None;
                 task.replicas_wanted = 2 * task.f + 1;
             }
-            ctx.event(&input.node_key, "failed", now_ms);
+            events.push((input.node_key.clone(), "failed", now_ms));
         }
         ReportStatus::Completed => {
-            sqlx::query(
-                "UPDATE assignments SET state = 'reported', status = 'completed', \
-                 result_digest = $2, signature = $3, exit_code = $4, stdout = $5, \
-                 reported_at_ms = $6 WHERE assignment_id = $1",
-            )
-            .bind(&a.assignment_id)
-            .bind(&input.result_digest)
-            .bind(&input.signature)
-            .bind(i64::from(input.exit_code))
-            .bind(&input.stdout)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(op))?;
+            mine.state = AssignmentState::Reported;
+            mine.status = Some(ReportStatus::Completed);
+            mine.result_digest = Some(input.result_digest.clone());
+            mine.exit_code = Some(input.exit_code);
+            mine.stdout = Some(input.stdout.clone());
             if !was_live {
                 // A late result after the lease expired still counts.
                 task.replicas_active += 1;
             }
             task.results_received += 1;
-            ctx.event(&input.node_key, "completed", now_ms);
+            events.push((input.node_key.clone(), "completed", now_ms));
             if let Some(known) = task.known_digest.clone() {
-                let reported = AssignmentRecord {
-                    result_digest: Some(input.result_digest.clone()),
-                    ..a.clone()
-                };
                 let ok = known == input.result_digest;
-                judge(conn, &reported, ok, ctx, now_ms, op).await?;
+                let verdict = if ok { "agreed" } else { "wrong" };
+                mine.verdict = Some(verdict.into());
+                events.push((input.node_key.clone(), verdict, now_ms));
                 if !ok {
                     // A wrong answer to a known question never counts;
                     // another replica takes its place.
@@ -758,10 +833,9 @@ async fn record_one(
                     }
                 }
             }
-            decide(conn, &mut task, input, ctx, op).await?;
+            decide(task, all, events, audits, dirty_assignments, now_ms);
         }
     }
-    save_task_progress(conn, &task, now_ms, op).await?;
     Ok(ResultOutcome {
         recorded: true,
         task_state: task.state,
@@ -1525,12 +1599,16 @@ impl CoordinatorStore for SqlStore {
                 }
             }
             let mut ctx = ReportCtx::default();
+            let mut task_ids: Vec<&str> = inputs.iter().map(|i| i.task_id.as_str()).collect();
+            task_ids.sort_unstable();
+            task_ids.dedup();
+            ctx.load(w.conn(), &task_ids, lock, OP).await?;
             let mut outcomes: Vec<Option<Result<ResultOutcome, StoreError>>> =
                 (0..inputs.len()).map(|_| None).collect();
             for &i in &order {
-                let outcome = match record_one(w.conn(), &inputs[i], lock, &mut ctx, OP).await {
+                let outcome = match record_one(w.conn(), &inputs[i], &mut ctx, OP).await {
                     Ok(o) => Ok(o),
-                    // Found before anything was written: the item's own
+                    // Found before anything changed: the item's own
                     // outcome, the rest of the batch goes on.
                     Err(
                         e @ (StoreError::NotFound { .. }
@@ -1541,6 +1619,8 @@ impl CoordinatorStore for SqlStore {
                 };
                 outcomes[i] = Some(outcome);
             }
+            let now_ms = inputs.first().map_or(0, |i| i.now_ms);
+            ctx.flush(w.conn(), now_ms, OP).await?;
             // Counter changes as node events: no other node's row is locked.
             for chunk in ctx.events.chunks(200) {
                 let values: Vec<String> = (0..chunk.len())
