@@ -1380,12 +1380,17 @@ impl CoordinatorStore for SqlStore {
                     let ids: Vec<String> =
                         (0..shared.len()).map(|k| format!("${}", k + 3)).collect();
                     let sql = format!(
+                        // Only the task ids filter rows, so the planner
+                        // goes by the (task_id, node_key) index; a filter
+                        // on state let stale statistics pick a scan of
+                        // every live assignment.
                         "SELECT a.task_id, \
-                         COALESCE(SUM(CASE WHEN n.owner = $1 THEN 1 ELSE 0 END), 0) AS same_owner, \
-                         COALESCE(SUM(CASE WHEN n.network_prefix = $2 THEN 1 ELSE 0 END), 0) AS same_net \
+                         COALESCE(SUM(CASE WHEN a.state IN ('leased', 'reported') \
+                         AND n.owner = $1 THEN 1 ELSE 0 END), 0) AS same_owner, \
+                         COALESCE(SUM(CASE WHEN a.state IN ('leased', 'reported') \
+                         AND n.network_prefix = $2 THEN 1 ELSE 0 END), 0) AS same_net \
                          FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
-                         WHERE a.task_id IN ({}) AND a.state IN ('leased', 'reported') \
-                         GROUP BY a.task_id",
+                         WHERE a.task_id IN ({}) GROUP BY a.task_id",
                         ids.join(", ")
                     );
                     let mut query = sqlx::query(&sql).bind(q.owner).bind(q.network_prefix);
