@@ -483,12 +483,19 @@ async fn fold(state: &AppState, node_key: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Folds every node's pending events (sweeper, ledger).
+/// Folds every node's pending events (ledger, dashboard).
 pub(crate) async fn fold_all(state: &AppState) -> Result<(), StoreError> {
+    fold_older(state, i64::MAX).await
+}
+
+/// Folds the pending events of nodes with an event from before `before_ms`
+/// and revokes new exclusions.
+async fn fold_older(state: &AppState, before_ms: i64) -> Result<(), StoreError> {
     let excluded = state
         .store
         .fold_pending(
             10_000,
+            before_ms,
             state.clock.now_ms(),
             state.config.heartbeat_interval.as_secs(),
             state.config.byzantine_policy,
@@ -1336,7 +1343,12 @@ pub async fn sweep_once(state: &AppState) -> Result<crate::store::SweepReport, S
         .store
         .sweep(now, offline_before, state.clock.now_ms())
         .await?;
-    fold_all(state).await?;
+    // Nodes that lease fold their own events first; the sweeper folds those
+    // of nodes that stopped asking (events older than a heartbeat interval),
+    // so their counters, reputation and any exclusion still follow.
+    let interval_ms =
+        i64::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+    fold_older(state, state.clock.now_ms().saturating_sub(interval_ms)).await?;
     let pending = state.store.excluded_unrevoked().await?;
     revoke_excluded(state, &pending).await;
     Ok(report)

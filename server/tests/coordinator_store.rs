@@ -494,7 +494,7 @@ async fn wrong_verdict_resets_the_streak_on_the_fold(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .fold_pending(100, 3_000_000, 30, policy)
+            .fold_pending(100, i64::MAX, 3_000_000, 30, policy)
             .await
             .unwrap()
             .is_empty()

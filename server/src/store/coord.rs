@@ -357,10 +357,13 @@ pub trait CoordinatorStore: Send + Sync {
         policy: ByzantinePolicy,
     ) -> Result<Option<Exclusion>, StoreError>;
 
-    /// Folds the pending events of up to `limit` nodes (sweeper, ledger).
+    /// Folds the pending events of up to `limit` nodes that have an event
+    /// from before `before_ms` (sweeper: nodes that stopped leasing;
+    /// ledger: every node, with `before_ms` past now).
     async fn fold_pending(
         &self,
         limit: u32,
+        before_ms: i64,
         now_ms: i64,
         heartbeat_interval: u64,
         policy: ByzantinePolicy,

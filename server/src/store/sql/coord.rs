@@ -1708,17 +1708,20 @@ impl CoordinatorStore for SqlStore {
     async fn fold_pending(
         &self,
         limit: u32,
+        before_ms: i64,
         now_ms: i64,
         heartbeat_interval: u64,
         policy: ByzantinePolicy,
     ) -> Result<Vec<Exclusion>, StoreError> {
         const OP: &str = "fold pending node events";
-        let keys: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT node_key FROM node_events LIMIT $1")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db(OP))?;
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT node_key FROM node_events WHERE created_ms < $2 LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
         let mut excluded = Vec::new();
         for key in keys {
             if let Some(e) = self
