@@ -471,40 +471,64 @@ impl ReportCtx {
         Ok(())
     }
 
-    /// Writes the changed assignments and tasks back.
-    async fn flush(
+    /// Writes the changed assignments back: one statement per 50.
+    async fn flush_assignments(
+        &mut self,
+        conn: &mut AnyConnection,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut self.dirty_assignments);
+        let changed: Vec<&AssignmentRecord> = dirty
+            .iter()
+            .filter_map(|(task_id, a_id)| {
+                self.assignments
+                    .get(task_id)
+                    .and_then(|v| v.iter().find(|a| &a.assignment_id == a_id))
+            })
+            .collect();
+        for chunk in changed.chunks(50) {
+            // `VALUES` columns are column1… on both SQLite and PostgreSQL.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| {
+                    let b = 10 * k;
+                    let p: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE assignments SET state = v.column2, status = v.column3, \
+                 result_digest = v.column4, signature = v.column5, exit_code = v.column6, \
+                 stdout = v.column7, failure = v.column8, verdict = v.column9, \
+                 reported_at_ms = v.column10 FROM (VALUES {}) AS v \
+                 WHERE assignments.assignment_id = v.column1",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for a in chunk {
+                q = q
+                    .bind(&a.assignment_id)
+                    .bind(a.state.as_str())
+                    .bind(a.status.map(|s| s.as_str()))
+                    .bind(&a.result_digest)
+                    .bind(&a.signature)
+                    .bind(a.exit_code.map(i64::from))
+                    .bind(&a.stdout)
+                    .bind(&a.failure)
+                    .bind(&a.verdict)
+                    .bind(a.reported_at_ms);
+            }
+            q.execute(&mut *conn).await.map_err(db(op))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed tasks back.
+    async fn flush_tasks(
         &mut self,
         conn: &mut AnyConnection,
         now_ms: i64,
         op: &'static str,
     ) -> Result<(), StoreError> {
-        for (task_id, a_id) in std::mem::take(&mut self.dirty_assignments) {
-            let Some(a) = self
-                .assignments
-                .get(&task_id)
-                .and_then(|v| v.iter().find(|a| a.assignment_id == a_id))
-            else {
-                continue;
-            };
-            sqlx::query(
-                "UPDATE assignments SET state = $2, status = $3, result_digest = $4, \
-                 signature = $5, exit_code = $6, stdout = $7, failure = $8, verdict = $9, \
-                 reported_at_ms = $10 WHERE assignment_id = $1",
-            )
-            .bind(&a.assignment_id)
-            .bind(a.state.as_str())
-            .bind(a.status.map(|s| s.as_str()))
-            .bind(&a.result_digest)
-            .bind(&a.signature)
-            .bind(a.exit_code.map(i64::from))
-            .bind(&a.stdout)
-            .bind(&a.failure)
-            .bind(&a.verdict)
-            .bind(a.reported_at_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(op))?;
-        }
         for task_id in std::mem::take(&mut self.dirty_tasks) {
             if let Some(t) = self.tasks.get(&task_id) {
                 save_task_progress(conn, t, now_ms, op).await?;
@@ -1625,7 +1649,7 @@ impl CoordinatorStore for SqlStore {
                 outcomes[i] = Some(outcome);
             }
             let now_ms = inputs.first().map_or(0, |i| i.now_ms);
-            ctx.flush(w.conn(), now_ms, OP).await?;
+            ctx.flush_assignments(w.conn(), OP).await?;
             // Counter changes as node events: no other node's row is locked.
             for chunk in ctx.events.chunks(200) {
                 let values: Vec<String> = (0..chunk.len())
@@ -1641,21 +1665,21 @@ impl CoordinatorStore for SqlStore {
                 }
                 q.execute(w.conn()).await.map_err(db(OP))?;
             }
-            // Audit entries last (on PostgreSQL the audit table lock must be
-            // the transaction's last lock), then their indices on the tasks.
-            if !ctx.audits.is_empty() {
-                let (tasks, drafts): (Vec<String>, Vec<AuditDraft>) =
-                    ctx.audits.into_iter().unzip();
+            // Audit entries after every new row lock (on PostgreSQL the
+            // audit table lock must be the last lock taken); the task rows
+            // written after it are locked by this transaction already, so
+            // nothing waits while the audit lock is held.
+            let audits = std::mem::take(&mut ctx.audits);
+            if !audits.is_empty() {
+                let (tasks, drafts): (Vec<String>, Vec<AuditDraft>) = audits.into_iter().unzip();
                 let indices = append_in(w.conn(), backend, drafts).await?;
-                for (task_id, idx) in tasks.iter().zip(indices) {
-                    sqlx::query("UPDATE tasks SET audit_index = $2 WHERE task_id = $1")
-                        .bind(task_id)
-                        .bind(to_i64(idx))
-                        .execute(w.conn())
-                        .await
-                        .map_err(db(OP))?;
+                for (task_id, idx) in tasks.into_iter().zip(indices) {
+                    if let Some(t) = ctx.tasks.get_mut(&task_id) {
+                        t.audit_index = Some(idx);
+                    }
                 }
             }
+            ctx.flush_tasks(w.conn(), now_ms, OP).await?;
             Ok(outcomes
                 .into_iter()
                 .map(|o| {
