@@ -185,6 +185,7 @@ async fn mixed_batch_outcomes_per_item(backend: Backend) {
     // B's batch adds a second result to two tasks; C's completes both
     // quorums in one transaction: both verified, each with its audit entry
     // and evidence.
+    // The same result twice in one batch counts once.
     let r = send_batch(
         &s,
         b,
@@ -192,13 +193,19 @@ async fn mixed_batch_outcomes_per_item(backend: Backend) {
         &[
             signed_report(b, &lb[1], &good, b),
             signed_report(b, &lb[0], &good, b),
+            signed_report(b, &lb[1], &good, b),
         ],
     )
     .await
     .expect(StatusCode::OK);
-    for ack in acks(&r).results {
-        assert!(ack.ack.unwrap().recorded);
-    }
+    let recorded: Vec<bool> = acks(&r)
+        .results
+        .into_iter()
+        .map(|a| a.ack.unwrap().recorded)
+        .collect();
+    assert_eq!(recorded, [true, true, false]);
+    let t = s.state.store.task(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(t.results_received, 2);
     let r = send_batch(
         &s,
         c,
