@@ -789,7 +789,6 @@ async fn report(
             return Err(error);
         }
     };
-    revoke_excluded(&state, &outcome.excluded).await;
     if outcome.recorded {
         state.metrics.count("askee_results_recorded_total");
     }

@@ -223,11 +223,13 @@ pub struct Exclusion {
     pub reason: String,
 }
 
+/// What recording one result did. Exclusions no longer come from here: a
+/// report appends node events, and exclusion is evaluated when they are
+/// folded (`fold_node`, `fold_pending`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultOutcome {
     pub recorded: bool,
     pub task_state: TaskState,
-    pub excluded: Vec<Exclusion>,
 }
 
 /// What a sweep changed.

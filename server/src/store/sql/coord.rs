@@ -773,7 +773,6 @@ async fn record_one(
     let not_recorded = ResultOutcome {
         recorded: false,
         task_state,
-        excluded: Vec::new(),
     };
     if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed)
         || task_state.is_final()
@@ -874,7 +873,6 @@ async fn record_one(
     Ok(ResultOutcome {
         recorded: true,
         task_state: task.state,
-        excluded: Vec::new(),
     })
 }
 
