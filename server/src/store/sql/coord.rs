@@ -372,17 +372,6 @@ async fn expire_assignment(
 }
 
 impl SqlStore {
-    /// The lock a fold takes on the node's row. `FOR NO KEY UPDATE`, not
-    /// `FOR UPDATE`: the node events that result batches insert hold a
-    /// `FOR KEY SHARE` lock on the node's row (their foreign key) until
-    /// commit, which `FOR UPDATE` would wait for.
-    fn fold_lock(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR NO KEY UPDATE",
-        }
-    }
-
     fn skip_locked(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "",
@@ -1722,7 +1711,7 @@ impl CoordinatorStore for SqlStore {
         if pending.is_none() {
             return Ok(None);
         }
-        let lock = self.fold_lock();
+        let lock = self.for_update();
         let mut w = self.begin_write(OP).await?;
         let result = fold_in(
             w.conn(),
@@ -1777,7 +1766,7 @@ impl CoordinatorStore for SqlStore {
         policy: ByzantinePolicy,
     ) -> Result<Option<Exclusion>, StoreError> {
         const OP: &str = "record misbehaviour";
-        let lock = self.fold_lock();
+        let lock = self.for_update();
         let mut w = self.begin_write(OP).await?;
         let result = async {
             tracing::warn!(node = node_key, ?kind, what, "node misbehaved");
