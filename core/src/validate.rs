@@ -6,7 +6,16 @@ use crate::signing::manifest_digest;
 use crate::token::MAX_CLOCK_SKEW_SECS;
 use crate::wire::v1::{CapabilityManifest, GrantStatement, Permissions};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    thiserror::Error,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[error("{field}: {problem}")]
 pub struct FieldError {
     /// JSON path of the offending field, e.g. `permissions.resources.cpu_percent_max`.

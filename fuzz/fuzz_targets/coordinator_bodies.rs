@@ -5,8 +5,8 @@
 
 use askee_core::validate::parse_json;
 use askee_core::wire::v1::{
-    Heartbeat, LeaseRequest, NodeRegistration, ResultReport, ResultStatement, TaskBatch,
-    TaskSubmission,
+    Heartbeat, LeaseRequest, NodeRegistration, ResultBatch, ResultReport, ResultStatement,
+    TaskBatch, TaskSubmission,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_json::<Heartbeat>(data);
     let _ = parse_json::<LeaseRequest>(data);
     let _ = parse_json::<TaskBatch>(data);
-    if let Ok(r) = parse_json::<ResultReport>(data) {
-        let key = askee_core::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    let key = askee_core::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    let check = |r: &ResultReport| {
         let st = ResultStatement {
             assignment_id: &r.assignment_id,
             task_id: &r.task_id,
@@ -25,6 +25,13 @@ fuzz_target!(|data: &[u8]| {
             result_digest: &r.result_digest,
         };
         let _ = askee_core::signing::verify_result(&key, &st, &r.signature);
+    };
+    if let Ok(r) = parse_json::<ResultReport>(data) {
+        check(&r);
+    }
+    // The batch endpoint: every item goes through the same checks.
+    if let Ok(b) = parse_json::<ResultBatch>(data) {
+        b.results.iter().for_each(check);
     }
     if let Ok(s) = parse_json::<TaskSubmission>(data) {
         let types = ["ml-training", "data-processing", "scientific-compute"];

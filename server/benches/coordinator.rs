@@ -10,7 +10,9 @@
 //! Environment: ASKEE_BENCH_TASKS (default 3000), ASKEE_BENCH_AGENTS
 //! (default 16), ASKEE_BENCH_ADAPTIVE_TASKS (default 10000),
 //! ASKEE_BENCH_NODES (default 100000), ASKEE_BENCH_ONLY (a scenario name:
-//! sqlite, postgres, adaptive, lease).
+//! sqlite, postgres, adaptive, lease), ASKEE_BENCH_LEASE_BATCH (assignments
+//! per lease, default 32) and ASKEE_BENCH_REPORT_BATCH (results per report
+//! request, default 32; 1 = the single-result endpoint).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -92,6 +94,8 @@ fn honest(seed: u64, tasks: usize, agents: usize) -> SimConfig {
         slow: 0,
         tasks,
         time_limit: Duration::from_secs(600),
+        lease_batch: env("ASKEE_BENCH_LEASE_BATCH", 32) as u32,
+        report_batch: env("ASKEE_BENCH_REPORT_BATCH", 32),
         ..SimConfig::default()
     }
 }
@@ -121,7 +125,9 @@ async fn throughput_postgres(tasks: usize, agents: usize) {
         .await
         .unwrap();
     println!(
-        "== postgres, 2 server instances, {agents} agents, f=1 (3 replicas)\n{}\n",
+        "== postgres, 2 server instances, {agents} agents, f=1 (3 replicas), lease batch {}, report batch {}\n{}\n",
+        env("ASKEE_BENCH_LEASE_BATCH", 32),
+        env("ASKEE_BENCH_REPORT_BATCH", 32),
         r.render()
     );
 }

@@ -21,12 +21,12 @@ use askee_core::signing::{self, verify_attestation, verify_result, verify_task};
 use askee_core::token::RevocationStatus;
 use askee_core::validate::FieldError;
 use askee_core::wire::v1::{
-    Assignment, ChallengeRequest, ConsentTokenPayload, Heartbeat, HeartbeatAck, LeaseRequest,
-    LeaseResponse, ModuleRef, ModuleStored, NodeChallenge, NodeRegistered, NodeRegistration,
-    NodeState, OperatorKey, OperatorKeyRegistration, ReportStatus, ReputationEntry,
-    ReputationLedger, ResultAck, ResultEvidence, ResultReport, ResultStatement, TaskBatch,
-    TaskBatchCreated, TaskCreated, TaskProgress, TaskState, TaskStatement, TaskStatus,
-    TaskSubmission,
+    Assignment, ChallengeRequest, ConsentTokenPayload, Heartbeat, HeartbeatAck, ItemProblem,
+    LeaseRequest, LeaseResponse, MAX_RESULT_BATCH, ModuleRef, ModuleStored, NodeChallenge,
+    NodeRegistered, NodeRegistration, NodeState, OperatorKey, OperatorKeyRegistration,
+    ReportStatus, ReputationEntry, ReputationLedger, ResultAck, ResultBatch, ResultBatchAck,
+    ResultEvidence, ResultItemAck, ResultReport, ResultStatement, TaskBatch, TaskBatchCreated,
+    TaskCreated, TaskProgress, TaskState, TaskStatement, TaskStatus, TaskSubmission,
 };
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
@@ -40,7 +40,7 @@ use rand::RngCore as _;
 use utoipa::OpenApi;
 
 use crate::consent::{self, Revoker, draft};
-use crate::extract::{NodeSigned, Operator, parse_json};
+use crate::extract::{NodeSigned, NodeSignedDeferred, Operator, parse_json};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::store::{
@@ -253,6 +253,7 @@ async fn heartbeat(
     State(state): State<AppState>,
     req: NodeSigned<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatAck>> {
+    fold(&state, &req.node_key).await?;
     registered(&state, &req.node_key).await?;
     if req.body.running.len() > 256 {
         return Err(ApiError::field("running", "at most 256 assignments"));
@@ -315,6 +316,10 @@ async fn lease(
     if !(1..=64).contains(&req.body.max_tasks) {
         return Err(ApiError::field("max_tasks", "must be from 1 to 64"));
     }
+    // The node's own pending verdicts first: its streak and trust (adaptive
+    // replication) and a possible exclusion must be current before it is
+    // given work, above all work trusted to it alone.
+    fold(&state, &req.node_key).await?;
     let node = registered(&state, &req.node_key).await?;
     if node.state != NodeState::Active {
         return Err(ApiError::new(
@@ -423,14 +428,22 @@ async fn lease(
         leased = state.store.lease(query(false)).await?;
     }
     let mut assignments = Vec::with_capacity(leased.len());
+    let mut sizes = std::collections::HashMap::new();
     for (a, t) in leased {
         let statement: TaskStatement = serde_json::from_str(&t.statement_json)
             .map_err(|e| ApiError::internal(format!("stored statement is corrupt: {e}")))?;
-        let size = state
-            .store
-            .module_size(&t.module_sha256)
-            .await?
-            .unwrap_or(0);
+        let size = match sizes.get(&t.module_sha256) {
+            Some(size) => *size,
+            None => {
+                let size = state
+                    .store
+                    .module_size(&t.module_sha256)
+                    .await?
+                    .unwrap_or(0);
+                sizes.insert(t.module_sha256.clone(), size);
+                size
+            }
+        };
         assignments.push(Assignment {
             assignment_id: a.assignment_id,
             task_id: t.task_id,
@@ -452,6 +465,44 @@ async fn lease(
         retry_after_seconds: if assignments.is_empty() { 2 } else { 0 },
         assignments,
     }))
+}
+
+/// Folds a node's pending events into its record (exclusion evaluated, a
+/// new one revoked).
+async fn fold(state: &AppState, node_key: &str) -> ApiResult<()> {
+    let excluded = state
+        .store
+        .fold_node(
+            node_key,
+            state.clock.now_ms(),
+            state.config.heartbeat_interval.as_secs(),
+            state.config.byzantine_policy,
+        )
+        .await?;
+    revoke_excluded(state, excluded.as_slice()).await;
+    Ok(())
+}
+
+/// Folds every node's pending events (ledger, dashboard).
+pub(crate) async fn fold_all(state: &AppState) -> Result<(), StoreError> {
+    fold_older(state, i64::MAX).await
+}
+
+/// Folds the pending events of nodes with an event from before `before_ms`
+/// and revokes new exclusions.
+async fn fold_older(state: &AppState, before_ms: i64) -> Result<(), StoreError> {
+    let excluded = state
+        .store
+        .fold_pending(
+            10_000,
+            before_ms,
+            state.clock.now_ms(),
+            state.config.heartbeat_interval.as_secs(),
+            state.config.byzantine_policy,
+        )
+        .await?;
+    revoke_excluded(state, &excluded).await;
+    Ok(())
 }
 
 /// Revokes the tokens of newly excluded nodes through the consent engine.
@@ -501,6 +552,209 @@ async fn misbehaved(
     Ok(())
 }
 
+/// A refused result: the problem, and the misbehaviour to count against the
+/// node (with a word for the log), if any.
+type Refusal = (ApiError, Option<(Misbehaviour, &'static str)>);
+
+/// Checks one result report (fields, then the result signature) and turns
+/// it into the store's input. On failure, the problem and the misbehaviour
+/// to count against the node (an invalid signature), if any. `prefix`
+/// starts field paths (`results[i].` in a batch).
+#[allow(clippy::result_large_err)]
+fn prepare_report(
+    state: &AppState,
+    node_key: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    r: ResultReport,
+    prefix: &str,
+    now_ms: i64,
+) -> Result<ResultInput, Refusal> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, problem: &str| {
+        errors.push(FieldError {
+            field: format!("{prefix}{field}"),
+            problem: problem.into(),
+        })
+    };
+    if r.status == ReportStatus::Completed && !is_hex_digest(&r.result_digest) {
+        bad(
+            "result_digest",
+            "must be 64 lower-case hex digits for a completed replica",
+        );
+    }
+    if r.status == ReportStatus::Failed && !r.result_digest.is_empty() {
+        bad("result_digest", "must be empty for a failed replica");
+    }
+    if r.failure.chars().count() > 1000 {
+        bad("failure", "must be at most 1000 characters");
+    }
+    if b64::decode(&r.stdout).is_err() {
+        bad("stdout", "must be base64url without padding");
+    }
+    if !errors.is_empty() {
+        return Err((ApiError::fields(errors), None));
+    }
+    let statement = ResultStatement {
+        assignment_id: &r.assignment_id,
+        task_id: &r.task_id,
+        node_id: node_key,
+        status: r.status,
+        result_digest: &r.result_digest,
+    };
+    if let Err(e) = verify_result(key, &statement, &r.signature) {
+        return Err((
+            ApiError::unauthorized("bad_result_signature", e.to_string()),
+            Some((Misbehaviour::InvalidSignature, "invalid result signature")),
+        ));
+    }
+    Ok(ResultInput {
+        node_key: node_key.to_owned(),
+        assignment_id: r.assignment_id,
+        task_id: r.task_id,
+        status: r.status,
+        result_digest: r.result_digest,
+        signature: r.signature,
+        exit_code: r.exit_code,
+        stdout: r.stdout,
+        failure: r.failure,
+        fuel_consumed: r.usage.fuel_consumed,
+        now_ms,
+        heartbeat_interval: state.config.heartbeat_interval.as_secs(),
+        policy: state.config.byzantine_policy,
+    })
+}
+
+/// The problem (and the misbehaviour to count) for a result the store
+/// refused.
+fn refused(e: StoreError) -> Refusal {
+    match e {
+        // An agent reports only what it leased: a signed result for another
+        // node's assignment, or under another task, is never honest and
+        // counts as a policy violation (Byzantine evidence).
+        e @ StoreError::ForeignAssignment { .. } => (
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "policy-violation",
+                "the report breaks the protocol",
+                format!("{e}; counted as a policy violation"),
+            )
+            .with_reason("policy_violation"),
+            Some((
+                Misbehaviour::PolicyViolation,
+                "result for an assignment that is not the node's",
+            )),
+        ),
+        // Fuel is deterministic and the sandbox stops a module at its limit:
+        // a signed claim beyond it is a malicious pattern, not an error.
+        e @ StoreError::ImpossibleClaim { .. } => (
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "malicious-pattern",
+                "the report claims work no honest agent can report",
+                format!("{e}; counted as a malicious pattern"),
+            )
+            .with_reason("malicious_pattern"),
+            Some((Misbehaviour::MaliciousPattern, "impossible work claim")),
+        ),
+        other => (store_conflict(other), None),
+    }
+}
+
+fn item_problem(e: &ApiError) -> ItemProblem {
+    let p = e.problem();
+    ItemProblem {
+        type_: p.type_,
+        title: p.title,
+        status: p.status,
+        detail: p.detail,
+        reason: p.reason,
+        errors: p.errors,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/work/results/batch", tag = "coordinator",
+    request_body = ResultBatch, security(("node_signature" = [])),
+    responses(
+        (status = 200, body = ResultBatchAck, description = "one entry per result, in request order: an ack (recorded, or already recorded with recorded = false) or the problem the single-result endpoint would have answered for it (nothing of that result is stored; invalid signatures, other nodes' assignments and impossible claims are counted against the node)"),
+        (status = 401, body = Problem, content_type = "application/problem+json", description = "the request signature does not verify or the request is a replay; nothing is stored"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "not 1 to 64 results; nothing is stored")))]
+async fn report_batch(
+    State(state): State<AppState>,
+    req: NodeSignedDeferred<ResultBatch>,
+) -> ApiResult<Json<ResultBatchAck>> {
+    let count = req.body.results.len();
+    if count == 0 || count > MAX_RESULT_BATCH {
+        return Err(ApiError::field(
+            "results",
+            format!("must hold 1 to {MAX_RESULT_BATCH} results"),
+        ));
+    }
+    let now_ms = state.clock.now_ms();
+    let mut acks: Vec<ResultItemAck> = Vec::with_capacity(count);
+    let mut inputs = Vec::with_capacity(count);
+    let mut input_of = Vec::with_capacity(count);
+    let mut misbehaviour = Vec::new();
+    for (i, r) in req.body.results.into_iter().enumerate() {
+        acks.push(ResultItemAck {
+            assignment_id: r.assignment_id.clone(),
+            ack: None,
+            problem: None,
+        });
+        match prepare_report(
+            &state,
+            &req.node_key,
+            &req.key,
+            r,
+            &format!("results[{i}]."),
+            now_ms,
+        ) {
+            Ok(input) => {
+                input_of.push(i);
+                inputs.push(input);
+            }
+            Err((error, m)) => {
+                acks[i].problem = Some(item_problem(&error));
+                misbehaviour.extend(m);
+            }
+        }
+    }
+    // One transaction: the nonce, every result, their quorum decisions and
+    // audit entries.
+    let outcomes = state.store.record_results(Some(&req.nonce), inputs).await?;
+    let mut recorded = 0u64;
+    let mut decided = 0u64;
+    for (outcome, i) in outcomes.into_iter().zip(input_of) {
+        match outcome {
+            Ok(o) => {
+                if o.recorded {
+                    recorded += 1;
+                    if o.task_state == TaskState::Verified {
+                        decided += 1;
+                    }
+                }
+                acks[i].ack = Some(ResultAck {
+                    recorded: o.recorded,
+                    task_state: o.task_state,
+                });
+            }
+            Err(e) => {
+                let (error, m) = refused(e);
+                acks[i].problem = Some(item_problem(&error));
+                misbehaviour.extend(m);
+            }
+        }
+    }
+    // Misbehaviour is rare (only dishonest nodes): counted after the batch
+    // committed, each through the node's own row, with exclusion and
+    // revocation as for a single report.
+    for (kind, what) in misbehaviour {
+        misbehaved(&state, &req.node_key, kind, what).await?;
+    }
+    state.metrics.add("askee_results_recorded_total", recorded);
+    state.metrics.add("askee_tasks_decided_total", decided);
+    Ok(Json(ResultBatchAck { results: acks }))
+}
+
 #[utoipa::path(post, path = "/v1/work/results", tag = "coordinator",
     request_body = ResultReport, security(("node_signature" = [])),
     responses(
@@ -513,115 +767,28 @@ async fn report(
     State(state): State<AppState>,
     req: NodeSigned<ResultReport>,
 ) -> ApiResult<Json<ResultAck>> {
-    let r = req.body;
-    let mut errors = Vec::new();
-    if r.status == ReportStatus::Completed && !is_hex_digest(&r.result_digest) {
-        errors.push(FieldError {
-            field: "result_digest".into(),
-            problem: "must be 64 lower-case hex digits for a completed replica".into(),
-        });
-    }
-    if r.status == ReportStatus::Failed && !r.result_digest.is_empty() {
-        errors.push(FieldError {
-            field: "result_digest".into(),
-            problem: "must be empty for a failed replica".into(),
-        });
-    }
-    if r.failure.chars().count() > 1000 {
-        errors.push(FieldError {
-            field: "failure".into(),
-            problem: "must be at most 1000 characters".into(),
-        });
-    }
-    if b64::decode(&r.stdout).is_err() {
-        errors.push(FieldError {
-            field: "stdout".into(),
-            problem: "must be base64url without padding".into(),
-        });
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::fields(errors));
-    }
-    let statement = ResultStatement {
-        assignment_id: &r.assignment_id,
-        task_id: &r.task_id,
-        node_id: &req.node_key,
-        status: r.status,
-        result_digest: &r.result_digest,
-    };
     let now_ms = state.clock.now_ms();
-    if let Err(e) = verify_result(&req.key, &statement, &r.signature) {
-        misbehaved(
-            &state,
-            &req.node_key,
-            Misbehaviour::InvalidSignature,
-            "invalid result signature",
-        )
-        .await?;
-        return Err(ApiError::unauthorized(
-            "bad_result_signature",
-            e.to_string(),
-        ));
-    }
-    let outcome = state
-        .store
-        .record_result(ResultInput {
-            node_key: req.node_key.clone(),
-            assignment_id: r.assignment_id,
-            task_id: r.task_id,
-            status: r.status,
-            result_digest: r.result_digest,
-            signature: r.signature,
-            exit_code: r.exit_code,
-            stdout: r.stdout,
-            failure: r.failure,
-            fuel_consumed: r.usage.fuel_consumed,
-            now_ms,
-            heartbeat_interval: state.config.heartbeat_interval.as_secs(),
-            policy: state.config.byzantine_policy,
-        })
-        .await;
-    let outcome = match outcome {
-        // An agent reports only what it leased: a signed result for another
-        // node's assignment, or under another task, is never honest and
-        // counts as a policy violation (Byzantine evidence).
-        Err(e @ StoreError::ForeignAssignment { .. }) => {
-            misbehaved(
-                &state,
-                &req.node_key,
-                Misbehaviour::PolicyViolation,
-                "result for an assignment that is not the node's",
-            )
-            .await?;
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "policy-violation",
-                "the report breaks the protocol",
-                format!("{e}; counted as a policy violation"),
-            )
-            .with_reason("policy_violation"));
+    let r = req.body;
+    let input = match prepare_report(&state, &req.node_key, &req.key, r, "", now_ms) {
+        Ok(input) => input,
+        Err((error, misbehaviour)) => {
+            if let Some((kind, what)) = misbehaviour {
+                misbehaved(&state, &req.node_key, kind, what).await?;
+            }
+            return Err(error);
         }
-        // Fuel is deterministic and the sandbox stops a module at its limit:
-        // a signed claim beyond it is a malicious pattern, not an error.
-        Err(e @ StoreError::ImpossibleClaim { .. }) => {
-            misbehaved(
-                &state,
-                &req.node_key,
-                Misbehaviour::MaliciousPattern,
-                "impossible work claim",
-            )
-            .await?;
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "malicious-pattern",
-                "the report claims work no honest agent can report",
-                format!("{e}; counted as a malicious pattern"),
-            )
-            .with_reason("malicious_pattern"));
-        }
-        other => other.map_err(store_conflict)?,
     };
-    revoke_excluded(&state, &outcome.excluded).await;
+    let outcome = state.store.record_result(input).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let (error, misbehaviour) = refused(e);
+            if let Some((kind, what)) = misbehaviour {
+                misbehaved(&state, &req.node_key, kind, what).await?;
+            }
+            return Err(error);
+        }
+    };
     if outcome.recorded {
         state.metrics.count("askee_results_recorded_total");
     }
@@ -1127,6 +1294,8 @@ async fn ledger(
     crate::api::ApiQuery(q): crate::api::ApiQuery<LedgerQuery>,
 ) -> ApiResult<Json<ReputationLedger>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    // Counters as of every report so far.
+    fold_all(&state).await?;
     let now = state.clock.now();
     let nodes = state.store.reputation_ledger(limit).await?;
     let interval = state.config.heartbeat_interval.as_secs();
@@ -1173,6 +1342,12 @@ pub async fn sweep_once(state: &AppState) -> Result<crate::store::SweepReport, S
         .store
         .sweep(now, offline_before, state.clock.now_ms())
         .await?;
+    // Nodes that lease fold their own events first; the sweeper folds those
+    // of nodes that stopped asking (events older than a heartbeat interval),
+    // so their counters, reputation and any exclusion still follow.
+    let interval_ms =
+        i64::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+    fold_older(state, state.clock.now_ms().saturating_sub(interval_ms)).await?;
     let pending = state.store.excluded_unrevoked().await?;
     revoke_excluded(state, &pending).await;
     Ok(report)
@@ -1204,6 +1379,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes/heartbeat", post(heartbeat))
         .route("/v1/work/lease", post(lease))
         .route("/v1/work/results", post(report))
+        .route("/v1/work/results/batch", post(report_batch))
         .route("/v1/modules/{sha256}", get(get_module).put(put_module))
         .route("/v1/operators/keys", post(add_operator_key))
         .route("/v1/tasks", post(submit))
@@ -1217,7 +1393,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        challenge, register, heartbeat, lease, report, get_module, put_module, add_operator_key,
+        challenge, register, heartbeat, lease, report, report_batch, get_module, put_module, add_operator_key,
         submit, submit_batch, get_task, cancel, events, ledger
     ),
     tags(

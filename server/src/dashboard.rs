@@ -92,6 +92,8 @@ pub struct Throughput {
     responses((status = 200, body = Vec<DashboardNode>, description = "registered nodes, highest reputation first"),
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn nodes(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Vec<DashboardNode>>> {
+    // Counters as of every report so far (reports append node events).
+    crate::coord::fold_all(&state).await?;
     let nodes = state.store.reputation_ledger(ROWS).await?;
     Ok(Json(
         nodes

@@ -15,7 +15,7 @@ use askee_core::signing::RequestToSign;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::store::OperatorRecord;
+use crate::store::{NonceClaim, OperatorRecord};
 
 pub const HEADER_NODE_KEY: &str = "askee-node-key";
 pub const HEADER_TIMESTAMP: &str = "askee-timestamp";
@@ -114,12 +114,63 @@ impl<T: DeserializeOwned> FromRequest<AppState> for NodeSigned<T> {
     }
 }
 
+/// A node-signed request whose nonce is checked for form but not consumed
+/// yet: the handler hands [`NonceClaim`] to the store, which consumes it in
+/// the transaction of the request's work (one commit per request). A
+/// replay is refused there (`StoreError::ReplayedNonce`, 401
+/// `replayed_request`) and stores nothing.
+pub struct NodeSignedDeferred<T> {
+    pub node_key: String,
+    pub key: VerifyingKey,
+    pub nonce: NonceClaim,
+    pub body: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for NodeSignedDeferred<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let (parts, bytes) = read_body(req, state.config.max_body_bytes).await?;
+        let (node_key, key, nonce) = check_node_signature(&parts, &bytes, state)?;
+        let body = parse_json(&bytes)?;
+        Ok(Self {
+            node_key,
+            key,
+            nonce,
+            body,
+        })
+    }
+}
+
 /// Checks a node signature over a request and consumes its nonce.
 pub async fn verify_node_signature(
     parts: &Parts,
     body: &[u8],
     state: &AppState,
 ) -> Result<(String, VerifyingKey), ApiError> {
+    let (node_key, key, claim) = check_node_signature(parts, body, state)?;
+    // Only a correctly signed request may consume a nonce.
+    let fresh = state
+        .store
+        .use_nonce(&claim.node_key, &claim.nonce, claim.expires_at, claim.now)
+        .await?;
+    if !fresh {
+        return Err(ApiError::unauthorized(
+            "replayed_request",
+            "this signed request was already used",
+        ));
+    }
+    Ok((node_key, key))
+}
+
+/// Checks a node signature over a request (headers, skew, signature) and
+/// returns the nonce to consume.
+pub fn check_node_signature(
+    parts: &Parts,
+    body: &[u8],
+    state: &AppState,
+) -> Result<(String, VerifyingKey, NonceClaim), ApiError> {
     let headers = &parts.headers;
     let node_key = header(headers, HEADER_NODE_KEY)?;
     let key = b64::public_key(node_key).map_err(|e| {
@@ -168,18 +219,16 @@ pub async fn verify_node_signature(
     }
     .verify(&key, signature)
     .map_err(|e| ApiError::unauthorized("bad_signature", e.to_string()))?;
-    // Only a correctly signed request may consume a nonce.
-    let fresh = state
-        .store
-        .use_nonce(node_key, nonce, timestamp + 2 * skew, now)
-        .await?;
-    if !fresh {
-        return Err(ApiError::unauthorized(
-            "replayed_request",
-            "this signed request was already used",
-        ));
-    }
-    Ok((node_key.to_owned(), key))
+    Ok((
+        node_key.to_owned(),
+        key,
+        NonceClaim {
+            node_key: node_key.to_owned(),
+            nonce: nonce.to_owned(),
+            expires_at: timestamp + 2 * skew,
+            now,
+        },
+    ))
 }
 
 /// An authenticated operator (`Authorization: Bearer <credential>`).

@@ -201,6 +201,9 @@ impl From<StoreError> for ApiError {
                 Self::conflict(e.to_string())
             }
             StoreError::NotFound { what } => Self::not_found(what.clone()),
+            StoreError::ReplayedNonce { .. } => {
+                Self::unauthorized("replayed_request", "this signed request was already used")
+            }
             StoreError::ForeignAssignment { .. } | StoreError::ImpossibleClaim { .. } => {
                 Self::forbidden(e.to_string())
             }

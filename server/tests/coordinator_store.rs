@@ -432,3 +432,85 @@ async fn issue_5_lost_replicas_do_not_use_up_the_escalation_cap() {
     assert_eq!(a5.len(), 1);
     assert_eq!(report(&store, &a5[0], "aa").await, TaskState::Verified);
 }
+
+/// Issue 5 (throughput): a report appends its counter changes as node
+/// events instead of locking node rows; the fold applies them in order
+/// under the node's row lock. A wrong verdict must reset a trusted node's
+/// streak (adaptive replication's trust) on the fold that precedes its next
+/// lease, and a fold consumes each event exactly once.
+async fn wrong_verdict_resets_the_streak_on_the_fold(store: Arc<dyn Store>) {
+    store.put_module("m", b"\0asm", "op", 0).await.unwrap();
+    let trusted = node(0);
+    store
+        .register_node(&trusted, audit("node.register"))
+        .await
+        .unwrap();
+    let policy = ByzantinePolicy::default();
+    let take = |_: &TaskRecord| LeaseChoice::Take;
+    // Four known-answer tasks: three answered right (a streak of three once
+    // folded), the fourth wrong.
+    for i in 0..4 {
+        let mut t = task(i);
+        t.f = 0;
+        t.replicas_wanted = 1;
+        t.known_digest = Some("ab".repeat(32));
+        store
+            .create_tasks(&[t], vec![audit("task.submit")])
+            .await
+            .unwrap();
+        let got = lease_as(&store, 0, 1, 1_000, 2_000, &take).await;
+        assert_eq!(got.len(), 1);
+        let answer = if i < 3 { "ab" } else { "cd" };
+        let state = report(&store, &got[0], answer).await;
+        if i < 3 {
+            assert_eq!(state, TaskState::Verified);
+            store
+                .fold_node(&trusted.node_key, 3_000_000, 30, policy)
+                .await
+                .unwrap();
+        }
+    }
+    // Not folded yet: the row is untouched by the report.
+    let before = store.node(&trusted.node_key).await.unwrap().unwrap();
+    assert_eq!((before.stats.streak, before.stats.wrong), (3, 0));
+    let excluded = store
+        .fold_node(&trusted.node_key, 3_000_000, 30, policy)
+        .await
+        .unwrap();
+    assert!(excluded.is_none(), "one wrong result does not exclude");
+    let after = store.node(&trusted.node_key).await.unwrap().unwrap();
+    assert_eq!(after.stats.streak, 0);
+    assert_eq!(after.stats.wrong, 1);
+    assert_eq!(after.stats.completed, 4);
+    assert_eq!(after.stats.agreed, 3);
+    // Folding again changes nothing: every event was consumed once.
+    store
+        .fold_node(&trusted.node_key, 3_000_000, 30, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.node(&trusted.node_key).await.unwrap().unwrap().stats,
+        after.stats
+    );
+    assert!(
+        store
+            .fold_pending(100, i64::MAX, 3_000_000, 30, policy)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn issue_5_wrong_verdict_resets_the_streak_on_the_fold_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    wrong_verdict_resets_the_streak_on_the_fold(sqlite_store(&dir).await).await;
+}
+
+#[tokio::test]
+async fn issue_5_wrong_verdict_resets_the_streak_on_the_fold_postgres() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("fold");
+    wrong_verdict_resets_the_streak_on_the_fold(askee_server::store::open(&url).await.unwrap())
+        .await;
+}

@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub slow_delay: Duration,
     /// Assignments an agent asks for at once.
     pub lease_batch: u32,
+    /// Results an agent reports per request: 1 uses `POST /v1/work/results`
+    /// per result, more uses `POST /v1/work/results/batch` (at most 64).
+    pub report_batch: usize,
     /// Stop after this long even if tasks remain (reported as unfinished).
     pub time_limit: Duration,
 }
@@ -92,6 +95,7 @@ impl Default for SimConfig {
             flaky_drop_rate: 0.05,
             slow_delay: Duration::from_millis(30),
             lease_batch: 8,
+            report_batch: 8,
             time_limit: Duration::from_secs(120),
         }
     }
@@ -479,6 +483,7 @@ impl Agent {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            let mut pending: Vec<ResultReport> = Vec::new();
             for a in assignments {
                 if self.shared.stop.load(Ordering::Relaxed) {
                     return;
@@ -562,29 +567,72 @@ impl Agent {
                     usage: Default::default(),
                     signature,
                 };
+                reports += 1;
+                if !is_challenge {
+                    self.shared.results.fetch_add(1, Ordering::Relaxed);
+                }
+                pending.push(report);
+                if pending.len() >= self.cfg.report_batch.max(1) {
+                    self.send_reports(&mut pending).await;
+                }
+            }
+            self.send_reports(&mut pending).await;
+        }
+    }
+
+    /// Sends the pending reports: one by one, or as batches.
+    async fn send_reports(&self, pending: &mut Vec<ResultReport>) {
+        if pending.is_empty() {
+            return;
+        }
+        let reports = std::mem::take(pending);
+        let mut states = Vec::with_capacity(reports.len());
+        if self.cfg.report_batch <= 1 {
+            for report in &reports {
                 let ack = self
                     .api
                     .signed(
                         &self.key,
                         "/v1/work/results",
-                        &serde_json::to_value(&report).expect("json"),
+                        &serde_json::to_value(report).expect("json"),
                     )
                     .await;
-                reports += 1;
-                if !is_challenge {
-                    self.shared.results.fetch_add(1, Ordering::Relaxed);
+                states.push(ack.ok().and_then(|ack| {
+                    serde_json::from_value::<TaskState>(ack["task_state"].clone()).ok()
+                }));
+            }
+        } else {
+            for chunk in reports.chunks(self.cfg.report_batch.min(64)) {
+                let ack = self
+                    .api
+                    .signed(
+                        &self.key,
+                        "/v1/work/results/batch",
+                        &json!({ "results": chunk }),
+                    )
+                    .await;
+                let acks: Vec<ResultItemAck> = ack
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["results"].clone()).ok())
+                    .unwrap_or_default();
+                for k in 0..chunk.len() {
+                    states.push(
+                        acks.get(k)
+                            .and_then(|a| a.ack.as_ref())
+                            .map(|a| a.task_state),
+                    );
                 }
-                if let Ok(ack) = ack
-                    && let Ok(state) =
-                        serde_json::from_value::<TaskState>(ack["task_state"].clone())
-                    && state.is_final()
-                {
-                    self.shared
-                        .acked
-                        .lock()
-                        .expect("lock")
-                        .insert(a.task_id.clone(), state);
-                }
+            }
+        }
+        for (report, state) in reports.iter().zip(states) {
+            if let Some(state) = state
+                && state.is_final()
+            {
+                self.shared
+                    .acked
+                    .lock()
+                    .expect("lock")
+                    .insert(report.task_id.clone(), state);
             }
         }
     }

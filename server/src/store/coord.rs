@@ -204,6 +204,17 @@ pub struct ResultInput {
     pub policy: ByzantinePolicy,
 }
 
+/// A signed request's nonce, checked but not yet consumed: the store
+/// consumes it inside the transaction of the request's work (one commit per
+/// request instead of two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceClaim {
+    pub node_key: String,
+    pub nonce: String,
+    pub expires_at: i64,
+    pub now: i64,
+}
+
 /// A node newly marked Byzantine (its token must now be revoked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusion {
@@ -212,11 +223,13 @@ pub struct Exclusion {
     pub reason: String,
 }
 
+/// What recording one result did. Exclusions no longer come from here: a
+/// report appends node events, and exclusion is evaluated when they are
+/// folded (`fold_node`, `fold_pending`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultOutcome {
     pub recorded: bool,
     pub task_state: TaskState,
-    pub excluded: Vec<Exclusion>,
 }
 
 /// What a sweep changed.
@@ -310,7 +323,53 @@ pub trait CoordinatorStore: Send + Sync {
     -> Result<Option<AssignmentRecord>, StoreError>;
 
     /// Records a result and runs the quorum decision, in one transaction.
-    async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError>;
+    async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError> {
+        let mut outcomes = self.record_results(None, vec![input]).await?;
+        outcomes.pop().unwrap_or_else(|| {
+            Err(StoreError::Corrupt {
+                what: "result batch outcome".into(),
+                detail: "no outcome for the one result".into(),
+            })
+        })
+    }
+
+    /// Records several results of one node in ONE transaction (consuming
+    /// `nonce` in it first: `ReplayedNonce` when it was used, and nothing is
+    /// stored). Items are processed in task order (so concurrent batches
+    /// lock task rows in one order); the outcomes are in input order. An
+    /// item that names an unknown task or assignment, another node's
+    /// assignment (`ForeignAssignment`) or makes an impossible claim gets
+    /// that error as its outcome and changes nothing; any other error
+    /// rolls the whole batch back. Counter changes for the nodes involved
+    /// are appended as node events, never written to other nodes' rows.
+    async fn record_results(
+        &self,
+        nonce: Option<&NonceClaim>,
+        inputs: Vec<ResultInput>,
+    ) -> Result<Vec<Result<ResultOutcome, StoreError>>, StoreError>;
+
+    /// Folds a node's pending events into its counters and reputation and
+    /// evaluates Byzantine exclusion on the result (returned when new). A
+    /// read-only no-op when nothing is pending.
+    async fn fold_node(
+        &self,
+        node_key: &str,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Option<Exclusion>, StoreError>;
+
+    /// Folds the pending events of up to `limit` nodes that have an event
+    /// from before `before_ms` (sweeper: nodes that stopped leasing;
+    /// ledger: every node, with `before_ms` past now).
+    async fn fold_pending(
+        &self,
+        limit: u32,
+        before_ms: i64,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Vec<Exclusion>, StoreError>;
 
     /// Counts an invalid signature or a policy violation against a node
     /// and excludes it when the policy says so.

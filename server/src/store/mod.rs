@@ -67,6 +67,10 @@ pub enum StoreError {
     },
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A signed request's nonce was already used (a replay), found inside
+    /// the transaction that was to consume it.
+    #[error("nonce {nonce} of node {node_key} was already used")]
+    ReplayedNonce { node_key: String, nonce: String },
 }
 
 /// Where an invitation stands.

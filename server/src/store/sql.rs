@@ -355,7 +355,9 @@ async fn append_in(
         .fetch_one(&mut *conn)
         .await
         .map_err(db(OP))?;
-    let mut indices = Vec::with_capacity(drafts.len());
+    // Multi-row inserts (the audit lock is held to commit: fewer round
+    // trips under it).
+    let mut rows = Vec::with_capacity(drafts.len());
     for (offset, draft) in drafts.into_iter().enumerate() {
         let index = next + offset as i64;
         let entry = AuditEntry {
@@ -366,22 +368,41 @@ async fn append_in(
             data: draft.data,
         };
         let (body, leaf_hash) = askee_core::audit::leaf(&entry);
-        sqlx::query(
-            "INSERT INTO audit_entries (idx, timestamp_ms, kind, subject, body, leaf_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(index)
-        .bind(entry.timestamp_ms)
-        .bind(&entry.kind)
-        .bind(&entry.subject)
-        .bind(&body)
-        .bind(leaf_hash.to_vec())
-        .execute(&mut *conn)
-        .await
-        .map_err(db(OP))?;
-        indices.push(index as u64);
+        rows.push((entry, body, leaf_hash.to_vec()));
     }
-    Ok(indices)
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|k| {
+                let b = 6 * k;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_entries (idx, timestamp_ms, kind, subject, body, leaf_hash) \
+             VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (entry, body, leaf_hash) in chunk {
+            q = q
+                .bind(entry.index as i64)
+                .bind(entry.timestamp_ms)
+                .bind(&entry.kind)
+                .bind(&entry.subject)
+                .bind(body)
+                .bind(leaf_hash.clone());
+        }
+        q.execute(&mut *conn).await.map_err(db(OP))?;
+    }
+    Ok(rows.iter().map(|(e, _, _)| e.index).collect())
 }
 
 #[async_trait]

@@ -421,6 +421,55 @@ pub struct ResultAck {
     pub task_state: TaskState,
 }
 
+/// Most results in one [`ResultBatch`].
+pub const MAX_RESULT_BATCH: usize = 64;
+
+/// Body of `POST /v1/work/results/batch` (node-signed once for the whole
+/// request; every result still carries its own signature over its
+/// [`ResultStatement`], kept as evidence). 1 to [`MAX_RESULT_BATCH`]
+/// results of the signing node, recorded in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBatch {
+    pub results: Vec<ResultReport>,
+}
+
+/// What went wrong with one result of a batch: the problem document
+/// (RFC 9457 members) the single-result endpoint would have answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ItemProblem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    /// The HTTP status the single-result endpoint would have used.
+    pub status: u16,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Offending fields, as `results[i].field`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::validate::FieldError>,
+}
+
+/// The outcome of one result of a batch: an acknowledgement or a problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResultItemAck {
+    pub assignment_id: String,
+    /// Set when the result was accepted for recording (`recorded` false: it
+    /// was already recorded, the first one counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<ResultAck>,
+    /// Set when this result was refused; nothing of it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<ItemProblem>,
+}
+
+/// Answer to a [`ResultBatch`]: one entry per result, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResultBatchAck {
+    pub results: Vec<ResultItemAck>,
+}
+
 /// One signed result in a task's evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResultEvidence {

@@ -5,7 +5,7 @@
 //! other's candidates and never lease one replica twice); SQLite write
 //! transactions are exclusive already.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -21,8 +21,8 @@ use askee_core::wire::v1::{NodeState, ReportStatus, TaskState, TaskStatement};
 use super::{SqlStore, append_in, db, to_i64};
 use crate::store::{
     AssignmentRecord, AssignmentState, AuditDraft, Backend, CoordinatorStore, Exclusion,
-    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, ResultInput, ResultOutcome,
-    StoreError, SweepReport, TaskRecord,
+    LeaseChoice, LeaseQuery, Misbehaviour, NodeRecord, NodeStats, NonceClaim, ResultInput,
+    ResultOutcome, StoreError, SweepReport, TaskRecord,
 };
 
 const NODE_COLUMNS: &str = "node_key, token_id, grant_id, token_expires_at, token_payload_json, \
@@ -380,50 +380,220 @@ impl SqlStore {
     }
 }
 
-/// The quorum step for one task inside a result transaction.
-async fn decide(
+async fn save_task_progress(
     conn: &mut AnyConnection,
-    task: &mut TaskRecord,
-    input: &ResultInput,
-    touched: &mut BTreeMap<String, NodeRecord>,
-    lock: &str,
+    t: &TaskRecord,
+    now_ms: i64,
     op: &'static str,
 ) -> Result<(), StoreError> {
-    let now_ms = input.now_ms;
-    let assignments = load_assignments(conn, &task.task_id, op).await?;
-    let reported: Vec<&AssignmentRecord> = assignments
-        .iter()
-        .filter(|a| {
-            a.state == AssignmentState::Reported && a.status == Some(ReportStatus::Completed)
+    sqlx::query(
+        "UPDATE tasks SET state = $2, replicas_wanted = $3, replicas_active = $4, \
+         results_received = $5, trusted_node = $6, accepted_digest = $7, reason = $8, \
+         audit_index = $9, updated_ms = $10 WHERE task_id = $1",
+    )
+    .bind(&t.task_id)
+    .bind(t.state.as_str())
+    .bind(i64::from(t.replicas_wanted))
+    .bind(i64::from(t.replicas_active))
+    .bind(i64::from(t.results_received))
+    .bind(&t.trusted_node)
+    .bind(&t.accepted_digest)
+    .bind(&t.reason)
+    .bind(t.audit_index.map(to_i64))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
+/// A result batch's working set: the batch's tasks (locked) and all their
+/// assignments, changed in memory and written back once at the end, plus
+/// what the transaction defers to its end: counter changes as node events
+/// (node, kind, time) and audit entries with the task each decides.
+#[derive(Default)]
+struct ReportCtx {
+    tasks: BTreeMap<String, TaskRecord>,
+    assignments: BTreeMap<String, Vec<AssignmentRecord>>,
+    dirty_tasks: BTreeSet<String>,
+    /// (task id, assignment id) of changed assignments.
+    dirty_assignments: BTreeSet<(String, String)>,
+    events: Vec<(String, &'static str, i64)>,
+    audits: Vec<(String, AuditDraft)>,
+    /// Reporter states read in this batch (a node's results stop counting
+    /// once it is excluded).
+    states: BTreeMap<String, Option<String>>,
+}
+
+impl ReportCtx {
+    /// Loads (and on PostgreSQL locks, in task order) the batch's tasks and
+    /// reads all their assignments: two statements for the whole batch.
+    /// The task locks serialise every writer that changes an assignment's
+    /// state (reports, leases, the sweeper); heartbeats only extend leases.
+    async fn load(
+        &mut self,
+        conn: &mut AnyConnection,
+        task_ids: &[&str],
+        lock: &str,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = (0..task_ids.len()).map(|k| format!("${}", k + 1)).collect();
+        let ids = ids.join(", ");
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({ids}) ORDER BY task_id{lock}"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in task_ids {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await.map_err(db(op))? {
+            let t = task_from(&r, op)?;
+            self.tasks.insert(t.task_id.clone(), t);
+        }
+        let sql = format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE task_id IN ({ids}) \
+             ORDER BY leased_at, assignment_id"
+        );
+        let mut q = sqlx::query(&sql);
+        for id in task_ids {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await.map_err(db(op))? {
+            let a = assignment_from(&r, op)?;
+            self.assignments
+                .entry(a.task_id.clone())
+                .or_default()
+                .push(a);
+        }
+        Ok(())
+    }
+
+    /// Writes the changed assignments back: one statement per 50.
+    async fn flush_assignments(
+        &mut self,
+        conn: &mut AnyConnection,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut self.dirty_assignments);
+        let changed: Vec<&AssignmentRecord> = dirty
+            .iter()
+            .filter_map(|(task_id, a_id)| {
+                self.assignments
+                    .get(task_id)
+                    .and_then(|v| v.iter().find(|a| &a.assignment_id == a_id))
+            })
+            .collect();
+        for chunk in changed.chunks(50) {
+            // `VALUES` columns are column1… on both SQLite and PostgreSQL.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| {
+                    let b = 10 * k;
+                    let p: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE assignments SET state = v.column2, status = v.column3, \
+                 result_digest = v.column4, signature = v.column5, exit_code = v.column6, \
+                 stdout = v.column7, failure = v.column8, verdict = v.column9, \
+                 reported_at_ms = v.column10 FROM (VALUES {}) AS v \
+                 WHERE assignments.assignment_id = v.column1",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for a in chunk {
+                q = q
+                    .bind(&a.assignment_id)
+                    .bind(a.state.as_str())
+                    .bind(a.status.map(|s| s.as_str()))
+                    .bind(&a.result_digest)
+                    .bind(&a.signature)
+                    .bind(a.exit_code.map(i64::from))
+                    .bind(&a.stdout)
+                    .bind(&a.failure)
+                    .bind(&a.verdict)
+                    .bind(a.reported_at_ms);
+            }
+            q.execute(&mut *conn).await.map_err(db(op))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed tasks back.
+    async fn flush_tasks(
+        &mut self,
+        conn: &mut AnyConnection,
+        now_ms: i64,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        for task_id in std::mem::take(&mut self.dirty_tasks) {
+            if let Some(t) = self.tasks.get(&task_id) {
+                save_task_progress(conn, t, now_ms, op).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The quorum step for one task of a result batch, on the working set.
+fn decide(
+    task: &mut TaskRecord,
+    assignments: &mut [AssignmentRecord],
+    ctx_events: &mut Vec<(String, &'static str, i64)>,
+    audits: &mut Vec<(String, AuditDraft)>,
+    dirty: &mut BTreeSet<(String, String)>,
+    now_ms: i64,
+) {
+    let reported: Vec<usize> = (0..assignments.len())
+        .filter(|&i| {
+            assignments[i].state == AssignmentState::Reported
+                && assignments[i].status == Some(ReportStatus::Completed)
         })
         .collect();
     // Results judged wrong against a known answer never count.
-    let counted: Vec<&AssignmentRecord> = reported
+    let counted: Vec<usize> = reported
         .iter()
         .copied()
-        .filter(|a| a.verdict.as_deref() != Some("wrong"))
+        .filter(|&i| assignments[i].verdict.as_deref() != Some("wrong"))
         .collect();
     let known_wrong = (reported.len() - counted.len()) as u32;
-    let mut digests = Vec::with_capacity(counted.len());
-    for a in &counted {
-        let text = a.result_digest.clone().unwrap_or_default();
-        let bytes: [u8; 32] = hex::decode(&text)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 32]);
-        digests.push(bytes);
-    }
+    let digests: Vec<[u8; 32]> = counted
+        .iter()
+        .map(|&i| {
+            hex::decode(assignments[i].result_digest.as_deref().unwrap_or_default())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 32])
+        })
+        .collect();
     let results: Vec<ReplicaResult<'_>> = counted
         .iter()
         .zip(&digests)
-        .map(|(a, d)| ReplicaResult {
-            node_id: &a.node_key,
+        .map(|(&i, d)| ReplicaResult {
+            node_id: &assignments[i].node_key,
             digest: *d,
         })
         .collect();
     let policy = verification_policy(task.f, task.max_replicas, task.trusted_node.is_some());
     let assigned = task.replicas_wanted.saturating_sub(known_wrong);
     let decision = consensus(&policy, assigned, &results);
+    let evidence = |assignments: &[AssignmentRecord]| -> Vec<serde_json::Value> {
+        reported
+            .iter()
+            .map(|&i| {
+                let a = &assignments[i];
+                serde_json::json!({
+                    "assignment_id": a.assignment_id,
+                    "node_id": a.node_key,
+                    "result_digest": a.result_digest,
+                    "signature": a.signature,
+                })
+            })
+            .collect()
+    };
     let mut fail_reason = None;
     match decision {
         QuorumDecision::Waiting { .. } => {}
@@ -467,37 +637,27 @@ async fn decide(
         }
         QuorumDecision::Accepted { digest, agreeing } => {
             let accepted = hex::encode(digest);
+            let evidence = evidence(assignments);
             // A trusted single result is checked against a known answer when
             // there is one (spot check); a mismatch is already excluded above.
-            for a in &reported {
-                if a.verdict.is_some() {
-                    continue;
+            for a in assignments.iter_mut() {
+                let unjudged = a.state == AssignmentState::Reported
+                    && a.status == Some(ReportStatus::Completed)
+                    && a.verdict.is_none();
+                if unjudged {
+                    let ok = a.result_digest.as_deref() == Some(accepted.as_str());
+                    let verdict = if ok { "agreed" } else { "wrong" };
+                    a.verdict = Some(verdict.into());
+                    ctx_events.push((a.node_key.clone(), verdict, now_ms));
+                    dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
+                } else if a.state == AssignmentState::Leased {
+                    a.state = AssignmentState::Abandoned;
+                    dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
                 }
-                let ok = a.result_digest.as_deref() == Some(accepted.as_str());
-                judge(conn, a, ok, touched, lock, op).await?;
             }
-            sqlx::query(
-                "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
-            )
-            .bind(&task.task_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db(op))?;
-            let evidence: Vec<serde_json::Value> = reported
-                .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "assignment_id": a.assignment_id,
-                        "node_id": a.node_key,
-                        "result_digest": a.result_digest,
-                        "signature": a.signature,
-                    })
-                })
-                .collect();
-            let idx = append_in(
-                conn,
-                backend_of_conn(conn),
-                vec![AuditDraft {
+            audits.push((
+                task.task_id.clone(),
+                AuditDraft {
                     timestamp_ms: now_ms,
                     kind: "task.verified".into(),
                     subject: task.task_id.clone(),
@@ -508,122 +668,273 @@ async fn decide(
                         "replicas": reported.len(),
                         "evidence": evidence,
                     }),
-                }],
-            )
-            .await?;
+                },
+            ));
             task.state = TaskState::Verified;
             task.accepted_digest = Some(accepted);
-            task.audit_index = idx.first().copied();
         }
     }
     if let Some(reason) = fail_reason {
-        for a in &reported {
-            let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
-            node.stats.consensus_failures += 1;
+        for &i in &reported {
+            ctx_events.push((assignments[i].node_key.clone(), "consensus_failure", now_ms));
         }
-        let idx = append_in(
-            conn,
-            backend_of_conn(conn),
-            vec![AuditDraft {
+        let evidence = evidence(assignments);
+        audits.push((
+            task.task_id.clone(),
+            AuditDraft {
                 timestamp_ms: now_ms,
                 kind: "task.failed".into(),
                 subject: task.task_id.clone(),
                 data: serde_json::json!({
                     "reason": reason,
-                    "evidence": reported.iter().map(|a| serde_json::json!({
-                        "assignment_id": a.assignment_id,
-                        "node_id": a.node_key,
-                        "result_digest": a.result_digest,
-                        "signature": a.signature,
-                    })).collect::<Vec<_>>(),
+                    "evidence": evidence,
                 }),
-            }],
-        )
-        .await?;
-        sqlx::query(
-            "UPDATE assignments SET state = 'abandoned' WHERE task_id = $1 AND state = 'leased'",
-        )
-        .bind(&task.task_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db(op))?;
+            },
+        ));
+        for a in assignments.iter_mut() {
+            if a.state == AssignmentState::Leased {
+                a.state = AssignmentState::Abandoned;
+                dirty.insert((a.task_id.clone(), a.assignment_id.clone()));
+            }
+        }
         task.state = TaskState::Failed;
         task.reason = Some(reason);
-        task.audit_index = idx.first().copied();
     }
-    Ok(())
 }
 
-async fn node_entry<'m>(
+/// One result of a batch, on the working set. `NotFound`,
+/// `ForeignAssignment` and `ImpossibleClaim` are returned before anything
+/// changes.
+async fn record_one(
     conn: &mut AnyConnection,
-    touched: &'m mut BTreeMap<String, NodeRecord>,
+    input: &ResultInput,
+    ctx: &mut ReportCtx,
+    op: &'static str,
+) -> Result<ResultOutcome, StoreError> {
+    let now_ms = input.now_ms;
+    let Some(task_state) = ctx.tasks.get(&input.task_id).map(|t| t.state) else {
+        return Err(StoreError::NotFound {
+            what: format!("task {}", input.task_id),
+        });
+    };
+    let position = ctx.assignments.get(&input.task_id).and_then(|v| {
+        v.iter()
+            .position(|a| a.assignment_id == input.assignment_id)
+    });
+    let Some(position) = position else {
+        // Not among the task's replicas: another task's (a policy
+        // violation) or unknown.
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT assignment_id FROM assignments WHERE assignment_id = $1")
+                .bind(&input.assignment_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db(op))?;
+        return Err(match exists {
+            Some(_) => StoreError::ForeignAssignment {
+                assignment_id: input.assignment_id.clone(),
+                task_id: input.task_id.clone(),
+            },
+            None => StoreError::NotFound {
+                what: format!("assignment {}", input.assignment_id),
+            },
+        });
+    };
+    let a = ctx.assignments[&input.task_id][position].clone();
+    if a.node_key != input.node_key {
+        return Err(StoreError::ForeignAssignment {
+            assignment_id: input.assignment_id.clone(),
+            task_id: input.task_id.clone(),
+        });
+    }
+    let task = &ctx.tasks[&input.task_id];
+    // Every stored statement was validated at submission, and one that
+    // cannot be read is never leased, so no replica of it reaches here.
+    let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
+        .ok()
+        .map(|st| st.limits.fuel);
+    if let Some(claim) = fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed)) {
+        return Err(StoreError::ImpossibleClaim {
+            assignment_id: input.assignment_id.clone(),
+            claim,
+        });
+    }
+    let not_recorded = ResultOutcome {
+        recorded: false,
+        task_state,
+    };
+    if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed)
+        || task_state.is_final()
+        || a.state == AssignmentState::Abandoned
+    {
+        return Ok(not_recorded);
+    }
+    let state = match ctx.states.get(&input.node_key) {
+        Some(s) => s.clone(),
+        None => {
+            let s: Option<String> =
+                sqlx::query_scalar("SELECT state FROM nodes WHERE node_key = $1")
+                    .bind(&input.node_key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db(op))?;
+            ctx.states.insert(input.node_key.clone(), s.clone());
+            s
+        }
+    };
+    let key = (input.task_id.clone(), input.assignment_id.clone());
+    let ReportCtx {
+        tasks,
+        assignments,
+        dirty_tasks,
+        dirty_assignments,
+        events,
+        audits,
+        ..
+    } = ctx;
+    let task = tasks.get_mut(&input.task_id).expect("loaded above");
+    let all = assignments.get_mut(&input.task_id).expect("found above");
+    if state.as_deref() == Some(NodeState::Byzantine.as_str()) {
+        // An excluded node's results never count; its replica goes back
+        // (an adaptive single replica falls back to full replication).
+        if a.state == AssignmentState::Leased {
+            all[position].state = AssignmentState::Expired;
+            dirty_assignments.insert(key);
+            task.replicas_active = task.replicas_active.saturating_sub(1);
+            if task.trusted_node.as_deref() == Some(a.node_key.as_str()) {
+                task.trusted_node = None;
+                task.replicas_wanted = 2 * task.f + 1;
+            }
+            dirty_tasks.insert(input.task_id.clone());
+        }
+        return Ok(not_recorded);
+    }
+    let was_live = a.state == AssignmentState::Leased;
+    dirty_assignments.insert(key);
+    dirty_tasks.insert(input.task_id.clone());
+    let mine = &mut all[position];
+    mine.signature = Some(input.signature.clone());
+    mine.reported_at_ms = Some(now_ms);
+    match input.status {
+        ReportStatus::Failed => {
+            mine.state = AssignmentState::Failed;
+            mine.status = Some(ReportStatus::Failed);
+            mine.failure = Some(input.failure.clone());
+            if was_live {
+                task.replicas_active = task.replicas_active.saturating_sub(1);
+            }
+            if task.trusted_node.as_deref() == Some(input.node_key.as_str()) {
+                task.trusted_node = None;
+                task.replicas_wanted = 2 * task.f + 1;
+            }
+            events.push((input.node_key.clone(), "failed", now_ms));
+        }
+        ReportStatus::Completed => {
+            mine.state = AssignmentState::Reported;
+            mine.status = Some(ReportStatus::Completed);
+            mine.result_digest = Some(input.result_digest.clone());
+            mine.exit_code = Some(input.exit_code);
+            mine.stdout = Some(input.stdout.clone());
+            if !was_live {
+                // A late result after the lease expired still counts.
+                task.replicas_active += 1;
+            }
+            task.results_received += 1;
+            events.push((input.node_key.clone(), "completed", now_ms));
+            if let Some(known) = task.known_digest.clone() {
+                let ok = known == input.result_digest;
+                let verdict = if ok { "agreed" } else { "wrong" };
+                mine.verdict = Some(verdict.into());
+                events.push((input.node_key.clone(), verdict, now_ms));
+                if !ok {
+                    // A wrong answer to a known question never counts;
+                    // another replica takes its place.
+                    task.replicas_active = task.replicas_active.saturating_sub(1);
+                    if task.trusted_node.is_some() {
+                        task.trusted_node = None;
+                        task.replicas_wanted = 2 * task.f + 1;
+                    }
+                }
+            }
+            decide(task, all, events, audits, dirty_assignments, now_ms);
+        }
+    }
+    Ok(ResultOutcome {
+        recorded: true,
+        task_state: task.state,
+    })
+}
+
+/// Folds a node's pending events (and `extra` misbehaviour) into its row,
+/// under the row's lock: counters in event order (a wrong verdict resets the
+/// streak), reputation recomputed, exclusion evaluated. The events are taken
+/// with `DELETE … RETURNING`, so what is folded is exactly what is removed,
+/// even with reports committing meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn fold_in(
+    conn: &mut AnyConnection,
     node_key: &str,
     lock: &str,
+    now_ms: i64,
+    heartbeat_interval: u64,
+    policy: &ByzantinePolicy,
+    extra: Option<Misbehaviour>,
     op: &'static str,
-) -> Result<&'m mut NodeRecord, StoreError> {
-    if !touched.contains_key(node_key) {
-        let node =
-            load_node(conn, node_key, lock, op)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("node {node_key}"),
-                })?;
-        touched.insert(node_key.to_owned(), node);
-    }
-    Ok(touched.get_mut(node_key).expect("inserted above"))
-}
-
-/// Marks one result agreed or wrong and updates its node's record.
-async fn judge(
-    conn: &mut AnyConnection,
-    a: &AssignmentRecord,
-    ok: bool,
-    touched: &mut BTreeMap<String, NodeRecord>,
-    lock: &str,
-    op: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE assignments SET verdict = $2 WHERE assignment_id = $1")
-        .bind(&a.assignment_id)
-        .bind(if ok { "agreed" } else { "wrong" })
-        .execute(&mut *conn)
+) -> Result<Option<Exclusion>, StoreError> {
+    let Some(mut node) = load_node(conn, node_key, lock, op).await? else {
+        return Ok(None);
+    };
+    let rows = sqlx::query("DELETE FROM node_events WHERE node_key = $1 RETURNING event_id, kind")
+        .bind(node_key)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db(op))?;
-    let node = node_entry(conn, touched, &a.node_key, lock, op).await?;
-    if ok {
-        node.stats.agreed += 1;
-        node.stats.streak += 1;
-    } else {
-        node.stats.wrong += 1;
-        node.stats.streak = 0;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: i64 = r.try_get("event_id").map_err(db(op))?;
+        let kind: String = r.try_get("kind").map_err(db(op))?;
+        events.push((id, kind));
     }
-    Ok(())
-}
-
-async fn save_task_progress(
-    conn: &mut AnyConnection,
-    t: &TaskRecord,
-    now_ms: i64,
-    op: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE tasks SET state = $2, replicas_wanted = $3, replicas_active = $4, \
-         results_received = $5, trusted_node = $6, accepted_digest = $7, reason = $8, \
-         audit_index = $9, updated_ms = $10 WHERE task_id = $1",
+    events.sort();
+    let s = &mut node.stats;
+    for (id, kind) in &events {
+        match kind.as_str() {
+            "completed" => s.completed += 1,
+            "failed" => s.failed += 1,
+            "agreed" => {
+                s.agreed += 1;
+                s.streak += 1;
+            }
+            "wrong" => {
+                s.wrong += 1;
+                s.streak = 0;
+            }
+            "consensus_failure" => s.consensus_failures += 1,
+            other => {
+                return Err(corrupt(
+                    format!("node event {id}"),
+                    format!("unknown kind {other:?}"),
+                ));
+            }
+        }
+    }
+    match extra {
+        Some(Misbehaviour::InvalidSignature) => s.invalid_signatures += 1,
+        Some(Misbehaviour::PolicyViolation) => s.policy_violations += 1,
+        Some(Misbehaviour::MaliciousPattern) => s.malicious_patterns += 1,
+        None if events.is_empty() => return Ok(None),
+        None => {}
+    }
+    save_node_stats(
+        conn,
+        &node,
+        now_ms.div_euclid(1000),
+        now_ms,
+        heartbeat_interval,
+        policy,
+        op,
     )
-    .bind(&t.task_id)
-    .bind(t.state.as_str())
-    .bind(i64::from(t.replicas_wanted))
-    .bind(i64::from(t.replicas_active))
-    .bind(i64::from(t.results_received))
-    .bind(&t.trusted_node)
-    .bind(&t.accepted_digest)
-    .bind(&t.reason)
-    .bind(t.audit_index.map(to_i64))
-    .bind(now_ms)
-    .execute(&mut *conn)
     .await
-    .map_err(db(op))?;
-    Ok(())
 }
 
 #[async_trait]
@@ -775,8 +1086,29 @@ impl CoordinatorStore for SqlStore {
         let result = async {
             // Assignment rows before the node row: reports lock assignment
             // before node, so this order cannot deadlock with them.
+            // In (task, assignment) order, the order result batches lock
+            // assignment rows in, so the two never wait on each other in a
+            // cycle.
+            let tasks: BTreeMap<String, String> = sqlx::query(
+                "SELECT assignment_id, task_id FROM assignments WHERE node_key = $1 \
+                 AND state = 'leased'",
+            )
+            .bind(node_key)
+            .fetch_all(w.conn())
+            .await
+            .map_err(db(OP))?
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.try_get::<String, _>("assignment_id").ok()?,
+                    r.try_get::<String, _>("task_id").ok()?,
+                ))
+            })
+            .collect();
+            let mut ordered: Vec<&String> = running.iter().collect();
+            ordered.sort_by_key(|id| (tasks.get(*id), *id));
             let mut live_ids = Vec::new();
-            for id in running {
+            for id in ordered {
                 let live = sqlx::query(
                     "UPDATE assignments SET lease_expires_at = $3 WHERE assignment_id = $1 \
                          AND node_key = $2 AND state = 'leased' AND EXISTS (SELECT 1 FROM tasks t \
@@ -1015,7 +1347,7 @@ impl CoordinatorStore for SqlStore {
                  AND t.task_type IN ({types}) AND NOT EXISTS (SELECT 1 FROM assignments a \
                  WHERE a.task_id = t.task_id AND a.node_key = $1) \
                  AND (t.created_ms > ${after_ms} OR (t.created_ms = ${after_ms} AND t.task_id > ${after_id})) \
-                 ORDER BY t.created_ms, t.task_id LIMIT $3{skip_locked}",
+                 ORDER BY t.created_ms, t.task_id LIMIT $3",
                 cols = TASK_COLUMNS
                     .split(", ")
                     .map(|c| format!("t.{}", c.trim()))
@@ -1048,34 +1380,54 @@ impl CoordinatorStore for SqlStore {
                     .await
                     .map_err(db(OP))?;
                 let last_page = (rows.len() as i64) < window;
+                let mut page = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let t = task_from(r, OP)?;
                     cursor = (t.created_ms, t.task_id.clone());
                     let choice = (q.choose)(&t);
-                    if choice == LeaseChoice::Skip {
-                        continue;
+                    if choice != LeaseChoice::Skip {
+                        page.push((t, choice));
                     }
-                    // Sybil diversity: prefer tasks whose other replicas run
-                    // under another owner (strongly) and another network prefix.
-                    let mut score = 0i64;
-                    if t.replicas_total > 0 {
-                        let row = sqlx::query(
-                            "SELECT \
-                             COALESCE(SUM(CASE WHEN n.owner = $2 THEN 1 ELSE 0 END), 0) AS same_owner, \
-                             COALESCE(SUM(CASE WHEN n.network_prefix = $3 THEN 1 ELSE 0 END), 0) AS same_net \
-                             FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
-                             WHERE a.task_id = $1 AND a.state IN ('leased', 'reported')",
-                        )
-                        .bind(&t.task_id)
-                        .bind(q.owner)
-                        .bind(q.network_prefix)
-                        .fetch_one(w.conn())
-                        .await
-                        .map_err(db(OP))?;
-                        let same_owner: i64 = row.try_get("same_owner").map_err(db(OP))?;
-                        let same_net: i64 = row.try_get("same_net").map_err(db(OP))?;
-                        score = 2 * same_owner.min(1) + same_net.min(1);
+                }
+                // Sybil diversity: prefer tasks whose other replicas run
+                // under another owner (strongly) and another network prefix;
+                // one query for the page.
+                let shared: Vec<&str> = page
+                    .iter()
+                    .filter(|(t, _)| t.replicas_total > 0)
+                    .map(|(t, _)| t.task_id.as_str())
+                    .collect();
+                let mut scores: BTreeMap<String, i64> = BTreeMap::new();
+                if !shared.is_empty() {
+                    let ids: Vec<String> =
+                        (0..shared.len()).map(|k| format!("${}", k + 3)).collect();
+                    let sql = format!(
+                        // Only the task ids filter rows, so the planner
+                        // goes by the (task_id, node_key) index; a filter
+                        // on state let stale statistics pick a scan of
+                        // every live assignment.
+                        "SELECT a.task_id, \
+                         COALESCE(SUM(CASE WHEN a.state IN ('leased', 'reported') \
+                         AND n.owner = $1 THEN 1 ELSE 0 END), 0) AS same_owner, \
+                         COALESCE(SUM(CASE WHEN a.state IN ('leased', 'reported') \
+                         AND n.network_prefix = $2 THEN 1 ELSE 0 END), 0) AS same_net \
+                         FROM assignments a JOIN nodes n ON n.node_key = a.node_key \
+                         WHERE a.task_id IN ({}) GROUP BY a.task_id",
+                        ids.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql).bind(q.owner).bind(q.network_prefix);
+                    for id in &shared {
+                        query = query.bind(*id);
                     }
+                    for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
+                        let id: String = r.try_get("task_id").map_err(db(OP))?;
+                        let same_owner: i64 = r.try_get("same_owner").map_err(db(OP))?;
+                        let same_net: i64 = r.try_get("same_net").map_err(db(OP))?;
+                        scores.insert(id, 2 * same_owner.min(1) + same_net.min(1));
+                    }
+                }
+                for (t, choice) in page {
+                    let score = scores.get(&t.task_id).copied().unwrap_or(0);
                     ranked.push((score, t, choice));
                 }
                 if last_page || ranked.len() as i64 >= window {
@@ -1084,43 +1436,70 @@ impl CoordinatorStore for SqlStore {
             }
             // Stable: queue order within one diversity class.
             ranked.sort_by_key(|(score, _, _)| *score);
+            // Candidates were read without locks; each one taken is locked
+            // now (PostgreSQL: `SKIP LOCKED`, so a task another server is
+            // leasing or a report is deciding is passed over, never waited
+            // on) and checked again, so only the tasks taken are locked, and
+            // only from here to commit.
+            let picked: Vec<TaskRecord> = ranked
+                .into_iter()
+                .take(q.max_tasks as usize)
+                .map(|(_, t, _)| t)
+                .collect();
             let mut out = Vec::new();
-            for (_, mut t, choice) in ranked.into_iter().take(q.max_tasks as usize) {
-                let id = (q.new_id)();
+            if picked.is_empty() {
+                return Ok(out);
+            }
+            let ids: Vec<String> = (0..picked.len()).map(|k| format!("${}", k + 2)).collect();
+            let lock_sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) AND state = 'pending' \
+                 AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
+                 WHERE a.task_id = tasks.task_id AND a.node_key = $1) ORDER BY task_id{skip_locked}",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(&lock_sql).bind(q.node_key);
+            for t in &picked {
+                query = query.bind(&t.task_id);
+            }
+            let mut locked: BTreeMap<String, TaskRecord> = BTreeMap::new();
+            for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
+                let t = task_from(&r, OP)?;
+                locked.insert(t.task_id.clone(), t);
+            }
+            // Ranked order; the choice is made again on the locked row.
+            let mut shared = Vec::new();
+            for candidate in picked {
+                let Some(mut t) = locked.remove(&candidate.task_id) else {
+                    continue;
+                };
+                let choice = (q.choose)(&t);
+                if choice == LeaseChoice::Skip {
+                    continue;
+                }
                 let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
-                sqlx::query(
-                    "INSERT INTO assignments (assignment_id, task_id, node_key, state, leased_at, \
-                     lease_expires_at) VALUES ($1, $2, $3, 'leased', $4, $5)",
-                )
-                .bind(&id)
-                .bind(&t.task_id)
-                .bind(q.node_key)
-                .bind(q.now)
-                .bind(q.lease_expires_at)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
                 t.replicas_active += 1;
                 t.replicas_total += 1;
                 if alone {
                     t.replicas_wanted = 1;
                     t.trusted_node = Some(q.node_key.to_owned());
+                    sqlx::query(
+                        "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
+                         replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
+                    )
+                    .bind(&t.task_id)
+                    .bind(i64::from(t.replicas_active))
+                    .bind(i64::from(t.replicas_total))
+                    .bind(i64::from(t.replicas_wanted))
+                    .bind(&t.trusted_node)
+                    .execute(w.conn())
+                    .await
+                    .map_err(db(OP))?;
+                } else {
+                    shared.push(t.task_id.clone());
                 }
-                sqlx::query(
-                    "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
-                     replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
-                )
-                .bind(&t.task_id)
-                .bind(i64::from(t.replicas_active))
-                .bind(i64::from(t.replicas_total))
-                .bind(i64::from(t.replicas_wanted))
-                .bind(&t.trusted_node)
-                .execute(w.conn())
-                .await
-                .map_err(db(OP))?;
                 out.push((
                     AssignmentRecord {
-                        assignment_id: id,
+                        assignment_id: (q.new_id)(),
                         task_id: t.task_id.clone(),
                         node_key: q.node_key.to_owned(),
                         state: AssignmentState::Leased,
@@ -1137,6 +1516,45 @@ impl CoordinatorStore for SqlStore {
                     },
                     t,
                 ));
+            }
+            // One statement each for the replicas' rows and the counts of
+            // the tasks shared with other replicas.
+            if !shared.is_empty() {
+                let ids: Vec<String> = (0..shared.len()).map(|k| format!("${}", k + 1)).collect();
+                let sql = format!(
+                    "UPDATE tasks SET replicas_active = replicas_active + 1, \
+                     replicas_total = replicas_total + 1 WHERE task_id IN ({})",
+                    ids.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for id in &shared {
+                    query = query.bind(id);
+                }
+                query.execute(w.conn()).await.map_err(db(OP))?;
+            }
+            if !out.is_empty() {
+                let values: Vec<String> = (0..out.len())
+                    .map(|k| {
+                        format!(
+                            "(${}, ${}, $1, 'leased', $2, $3)",
+                            2 * k + 4,
+                            2 * k + 5
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO assignments (assignment_id, task_id, node_key, state, leased_at, \
+                     lease_expires_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(q.node_key)
+                    .bind(q.now)
+                    .bind(q.lease_expires_at);
+                for (a, _) in &out {
+                    query = query.bind(&a.assignment_id).bind(&a.task_id);
+                }
+                query.execute(w.conn()).await.map_err(db(OP))?;
             }
             if !out.is_empty() {
                 sqlx::query("UPDATE nodes SET assigned = assigned + $2 WHERE node_key = $1")
@@ -1167,187 +1585,175 @@ impl CoordinatorStore for SqlStore {
         row.map(|r| assignment_from(&r, OP)).transpose()
     }
 
-    async fn record_result(&self, input: ResultInput) -> Result<ResultOutcome, StoreError> {
-        const OP: &str = "record result";
+    async fn record_results(
+        &self,
+        nonce: Option<&NonceClaim>,
+        inputs: Vec<ResultInput>,
+    ) -> Result<Vec<Result<ResultOutcome, StoreError>>, StoreError> {
+        const OP: &str = "record results";
         let lock = self.for_update();
+        let backend = self.backend;
+        // Task order: concurrent batches lock task rows (and then their
+        // assignment rows) in one global order, so they cannot deadlock.
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by(|&x, &y| {
+            (&inputs[x].task_id, &inputs[x].assignment_id)
+                .cmp(&(&inputs[y].task_id, &inputs[y].assignment_id))
+        });
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            let now_ms = input.now_ms;
-            let now = now_ms.div_euclid(1000);
-            let mut task = load_task(w.conn(), &input.task_id, lock, OP)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("task {}", input.task_id),
-                })?;
-            let row = sqlx::query(&format!(
-                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE assignment_id = $1{lock}"
-            ))
-            .bind(&input.assignment_id)
-            .fetch_optional(w.conn())
-            .await
-            .map_err(db(OP))?;
-            let a = match row {
-                Some(r) => assignment_from(&r, OP)?,
-                None => {
-                    return Err(StoreError::NotFound {
-                        what: format!("assignment {}", input.assignment_id),
+            if let Some(n) = nonce {
+                // The request's nonce commits with its work: a replay finds
+                // it and stores nothing. (Expired nonces are cleared by the
+                // other signed requests, not here: that delete would make
+                // concurrent batches wait on each other's row locks.)
+                let inserted = sqlx::query(
+                    "INSERT INTO nonces (node_key, nonce, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (node_key, nonce) DO NOTHING",
+                )
+                .bind(&n.node_key)
+                .bind(&n.nonce)
+                .bind(n.expires_at)
+                .execute(w.conn())
+                .await
+                .map_err(db(OP))?
+                .rows_affected();
+                if inserted != 1 {
+                    return Err(StoreError::ReplayedNonce {
+                        node_key: n.node_key.clone(),
+                        nonce: n.nonce.clone(),
                     });
                 }
-            };
-            if a.task_id != input.task_id || a.node_key != input.node_key {
-                return Err(StoreError::ForeignAssignment {
-                    assignment_id: input.assignment_id.clone(),
-                    task_id: input.task_id.clone(),
-                });
             }
-            // Every stored statement was validated at submission, and one that
-            // cannot be read is never leased, so no replica of it reaches here.
-            let fuel_limit = serde_json::from_str::<TaskStatement>(&task.statement_json)
-                .ok()
-                .map(|st| st.limits.fuel);
-            if let Some(claim) =
-                fuel_limit.and_then(|limit| impossible_claim(limit, input.fuel_consumed))
-            {
-                return Err(StoreError::ImpossibleClaim {
-                    assignment_id: input.assignment_id.clone(),
-                    claim,
-                });
+            let mut ctx = ReportCtx::default();
+            let mut task_ids: Vec<&str> = inputs.iter().map(|i| i.task_id.as_str()).collect();
+            task_ids.sort_unstable();
+            task_ids.dedup();
+            ctx.load(w.conn(), &task_ids, lock, OP).await?;
+            let mut outcomes: Vec<Option<Result<ResultOutcome, StoreError>>> =
+                (0..inputs.len()).map(|_| None).collect();
+            for &i in &order {
+                let outcome = match record_one(w.conn(), &inputs[i], &mut ctx, OP).await {
+                    Ok(o) => Ok(o),
+                    // Found before anything changed: the item's own
+                    // outcome, the rest of the batch goes on.
+                    Err(
+                        e @ (StoreError::NotFound { .. }
+                        | StoreError::ForeignAssignment { .. }
+                        | StoreError::ImpossibleClaim { .. }),
+                    ) => Err(e),
+                    Err(e) => return Err(e),
+                };
+                outcomes[i] = Some(outcome);
             }
-            let not_recorded = |task: &TaskRecord| ResultOutcome {
-                recorded: false,
-                task_state: task.state,
-                excluded: Vec::new(),
-            };
-            if matches!(a.state, AssignmentState::Reported | AssignmentState::Failed) {
-                return Ok(not_recorded(&task));
-            }
-            if task.state.is_final() || a.state == AssignmentState::Abandoned {
-                return Ok(not_recorded(&task));
-            }
-            let byzantine: Option<String> =
-                sqlx::query_scalar("SELECT state FROM nodes WHERE node_key = $1")
-                    .bind(&input.node_key)
-                    .fetch_optional(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-            if byzantine.as_deref() == Some(NodeState::Byzantine.as_str()) {
-                // An excluded node's results never count; its replica goes back.
-                if a.state == AssignmentState::Leased {
-                    expire_assignment(w.conn(), &a.assignment_id, &a.task_id, &a.node_key, OP)
-                        .await?;
+            let now_ms = inputs.first().map_or(0, |i| i.now_ms);
+            ctx.flush_assignments(w.conn(), OP).await?;
+            // Counter changes as node events: no other node's row is locked.
+            for chunk in ctx.events.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|k| format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO node_events (node_key, kind, created_ms) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for (node_key, kind, at) in chunk {
+                    q = q.bind(node_key).bind(*kind).bind(*at);
                 }
-                return Ok(not_recorded(&task));
+                q.execute(w.conn()).await.map_err(db(OP))?;
             }
-            let mut touched: BTreeMap<String, NodeRecord> = BTreeMap::new();
-            // Lock every node this report can touch (the reporter and the
-            // task's other reporters) up front, in key order, so concurrent
-            // reports never wait on each other in a cycle.
-            let mut keys: Vec<String> = sqlx::query_scalar(
-                "SELECT node_key FROM assignments WHERE task_id = $1 AND state = 'reported'",
-            )
-            .bind(&task.task_id)
-            .fetch_all(w.conn())
-            .await
-            .map_err(db(OP))?;
-            keys.push(input.node_key.clone());
-            keys.sort();
-            keys.dedup();
-            for k in &keys {
-                node_entry(w.conn(), &mut touched, k, lock, OP).await?;
-            }
-            let was_live = a.state == AssignmentState::Leased;
-            match input.status {
-                ReportStatus::Failed => {
-                    sqlx::query(
-                        "UPDATE assignments SET state = 'failed', status = 'failed', failure = $2, \
-                         signature = $3, reported_at_ms = $4 WHERE assignment_id = $1",
-                    )
-                    .bind(&a.assignment_id)
-                    .bind(&input.failure)
-                    .bind(&input.signature)
-                    .bind(now_ms)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-                    if was_live {
-                        task.replicas_active = task.replicas_active.saturating_sub(1);
+            // Audit entries after every new row lock (on PostgreSQL the
+            // audit table lock must be the last lock taken); the task rows
+            // written after it are locked by this transaction already, so
+            // nothing waits while the audit lock is held.
+            let audits = std::mem::take(&mut ctx.audits);
+            if !audits.is_empty() {
+                let (tasks, drafts): (Vec<String>, Vec<AuditDraft>) = audits.into_iter().unzip();
+                let indices = append_in(w.conn(), backend, drafts).await?;
+                for (task_id, idx) in tasks.into_iter().zip(indices) {
+                    if let Some(t) = ctx.tasks.get_mut(&task_id) {
+                        t.audit_index = Some(idx);
                     }
-                    if task.trusted_node.as_deref() == Some(input.node_key.as_str()) {
-                        task.trusted_node = None;
-                        task.replicas_wanted = 2 * task.f + 1;
-                    }
-                    let node =
-                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
-                    node.stats.failed += 1;
-                }
-                ReportStatus::Completed => {
-                    sqlx::query(
-                        "UPDATE assignments SET state = 'reported', status = 'completed', \
-                         result_digest = $2, signature = $3, exit_code = $4, stdout = $5, \
-                         reported_at_ms = $6 WHERE assignment_id = $1",
-                    )
-                    .bind(&a.assignment_id)
-                    .bind(&input.result_digest)
-                    .bind(&input.signature)
-                    .bind(i64::from(input.exit_code))
-                    .bind(&input.stdout)
-                    .bind(now_ms)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-                    if !was_live {
-                        // A late result after the lease expired still counts.
-                        task.replicas_active += 1;
-                    }
-                    task.results_received += 1;
-                    let node =
-                        node_entry(w.conn(), &mut touched, &input.node_key, lock, OP).await?;
-                    node.stats.completed += 1;
-                    if let Some(known) = task.known_digest.clone() {
-                        let reported = AssignmentRecord {
-                            result_digest: Some(input.result_digest.clone()),
-                            ..a.clone()
-                        };
-                        let ok = known == input.result_digest;
-                        judge(w.conn(), &reported, ok, &mut touched, lock, OP).await?;
-                        if !ok {
-                            // A wrong answer to a known question never counts;
-                            // another replica takes its place.
-                            task.replicas_active = task.replicas_active.saturating_sub(1);
-                            if task.trusted_node.is_some() {
-                                task.trusted_node = None;
-                                task.replicas_wanted = 2 * task.f + 1;
-                            }
-                        }
-                    }
-                    decide(w.conn(), &mut task, &input, &mut touched, lock, OP).await?;
                 }
             }
-            save_task_progress(w.conn(), &task, now_ms, OP).await?;
-            let mut excluded = Vec::new();
-            for node in touched.values() {
-                if let Some(e) = save_node_stats(
-                    w.conn(),
-                    node,
-                    now,
-                    now_ms,
-                    input.heartbeat_interval,
-                    &input.policy,
-                    OP,
-                )
-                .await?
-                {
-                    excluded.push(e);
-                }
-            }
-            Ok(ResultOutcome {
-                recorded: true,
-                task_state: task.state,
-                excluded,
-            })
+            ctx.flush_tasks(w.conn(), now_ms, OP).await?;
+            Ok(outcomes
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        Err(StoreError::Corrupt {
+                            what: "result batch".into(),
+                            detail: "an item was not processed".into(),
+                        })
+                    })
+                })
+                .collect())
         }
         .await;
         w.finish(result).await
+    }
+
+    async fn fold_node(
+        &self,
+        node_key: &str,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Option<Exclusion>, StoreError> {
+        const OP: &str = "fold node events";
+        let pending: Option<i64> =
+            sqlx::query_scalar("SELECT event_id FROM node_events WHERE node_key = $1 LIMIT 1")
+                .bind(node_key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(OP))?;
+        if pending.is_none() {
+            return Ok(None);
+        }
+        let lock = self.for_update();
+        let mut w = self.begin_write(OP).await?;
+        let result = fold_in(
+            w.conn(),
+            node_key,
+            lock,
+            now_ms,
+            heartbeat_interval,
+            &policy,
+            None,
+            OP,
+        )
+        .await;
+        w.finish(result).await
+    }
+
+    async fn fold_pending(
+        &self,
+        limit: u32,
+        before_ms: i64,
+        now_ms: i64,
+        heartbeat_interval: u64,
+        policy: ByzantinePolicy,
+    ) -> Result<Vec<Exclusion>, StoreError> {
+        const OP: &str = "fold pending node events";
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT node_key FROM node_events WHERE created_ms < $2 LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(OP))?;
+        let mut excluded = Vec::new();
+        for key in keys {
+            if let Some(e) = self
+                .fold_node(&key, now_ms, heartbeat_interval, policy)
+                .await?
+            {
+                excluded.push(e);
+            }
+        }
+        Ok(excluded)
     }
 
     async fn record_misbehaviour(
@@ -1363,22 +1769,15 @@ impl CoordinatorStore for SqlStore {
         let lock = self.for_update();
         let mut w = self.begin_write(OP).await?;
         let result = async {
-            let Some(mut node) = load_node(w.conn(), node_key, lock, OP).await? else {
-                return Ok(None);
-            };
-            match kind {
-                Misbehaviour::InvalidSignature => node.stats.invalid_signatures += 1,
-                Misbehaviour::PolicyViolation => node.stats.policy_violations += 1,
-                Misbehaviour::MaliciousPattern => node.stats.malicious_patterns += 1,
-            }
             tracing::warn!(node = node_key, ?kind, what, "node misbehaved");
-            save_node_stats(
+            fold_in(
                 w.conn(),
-                &node,
-                now_ms.div_euclid(1000),
+                node_key,
+                lock,
                 now_ms,
                 heartbeat_interval,
                 &policy,
+                Some(kind),
                 OP,
             )
             .await
