@@ -19,12 +19,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::SandboxError;
-use crate::cgroup::{CgroupLayout, TaskCgroup};
+use crate::cgroup::{CgroupLayout, CgroupUsage, TaskCgroup};
 use crate::probe::HostCapabilities;
 use crate::proto::{AppliedConfinement, WorkerMode, WorkerReport, WorkerRequest};
 use crate::types::{KillReason, TaskOutcome, Usage, WasmEnd};
@@ -170,7 +170,11 @@ fn cached_layout() -> Option<&'static CgroupLayout> {
 /// Shared control of a running task.
 #[derive(Debug)]
 pub struct Control {
-    cgroup: Option<TaskCgroup>,
+    /// The task's cgroup until the task has ended; then `None`, so a late call
+    /// (a yield, a revocation) cannot reach the cgroup, which may then be
+    /// another task's ([`TaskCgroup::reset_for_reuse`]), nor a reused pid.
+    cgroup: RwLock<Option<TaskCgroup>>,
+    ended: AtomicBool,
     /// The cgroup's counters when the task began (a spare's cgroup already
     /// counted its worker's start).
     baseline: crate::cgroup::CgroupUsage,
@@ -182,8 +186,23 @@ pub struct Control {
 }
 
 impl Control {
+    fn cgroup(&self) -> RwLockReadGuard<'_, Option<TaskCgroup>> {
+        self.cgroup.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the cgroup away once the task has ended (see `cgroup`).
+    fn end(&self) -> Option<TaskCgroup> {
+        let mut g = self.cgroup.write().unwrap_or_else(|p| p.into_inner());
+        self.ended.store(true, Ordering::SeqCst);
+        g.take()
+    }
+
     fn kill_all(&self) {
-        if let Some(cg) = &self.cgroup
+        let cg = self.cgroup();
+        if self.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(cg) = cg.as_ref()
             && let Err(e) = cg.kill_all()
         {
             tracing::warn!(error = %e, "cgroup kill-all failed");
@@ -191,9 +210,13 @@ impl Control {
         kill_process(self.worker_pid);
     }
 
-    /// Freeze the task.
+    /// Freeze the task (nothing to do once it has ended).
     pub fn freeze(&self) -> Result<(), SandboxError> {
-        let cg = self.cgroup.as_ref().ok_or(SandboxError::Unsupported {
+        let cg = self.cgroup();
+        if self.ended.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let cg = cg.as_ref().ok_or(SandboxError::Unsupported {
             what: "freeze without a cgroup".into(),
         })?;
         cg.freeze()?;
@@ -202,9 +225,13 @@ impl Control {
         Ok(())
     }
 
-    /// Thaw the task.
+    /// Thaw the task (nothing to do once it has ended).
     pub fn thaw(&self) -> Result<(), SandboxError> {
-        let cg = self.cgroup.as_ref().ok_or(SandboxError::Unsupported {
+        let cg = self.cgroup();
+        if self.ended.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let cg = cg.as_ref().ok_or(SandboxError::Unsupported {
             what: "thaw without a cgroup".into(),
         })?;
         cg.thaw()?;
@@ -218,7 +245,7 @@ impl Control {
 
     /// Whether the task is frozen (as the kernel reports it).
     pub fn is_frozen(&self) -> Result<bool, SandboxError> {
-        match &self.cgroup {
+        match self.cgroup().as_ref() {
             Some(cg) => Ok(cg.is_frozen()?),
             None => Ok(false),
         }
@@ -232,7 +259,7 @@ impl Control {
 
     /// Pids of the task's processes (host pid namespace).
     pub fn pids(&self) -> Vec<i32> {
-        self.cgroup
+        self.cgroup()
             .as_ref()
             .and_then(|c| c.pids().ok())
             .unwrap_or_default()
@@ -307,6 +334,9 @@ struct Started {
     cgroup: Option<TaskCgroup>,
     /// The worker is already a member of `cgroup`.
     joined: bool,
+    /// `cgroup`'s counters when it was made ready (a reused cgroup keeps its
+    /// earlier tasks' totals).
+    baseline: CgroupUsage,
 }
 
 impl Started {
@@ -336,23 +366,53 @@ impl Started {
 }
 
 /// The first stage of a spare: a worker at `SCHED_IDLE` with the cgroup it will
-/// join (default limits until its task's are written).
+/// join (an ended task's, reset, or a new one; default limits until its task's
+/// are written).
 fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
     let mut w = start_worker(worker, true)?;
     let Some(layout) = cached_layout().filter(|l| l.enforcing_version().is_some()) else {
         return Ok(w);
     };
+    match task_cgroup(layout, &crate::types::Limits::default()) {
+        Ok((c, baseline)) => {
+            w.baseline = baseline;
+            w.cgroup = Some(c);
+        }
+        // The task's cgroup is then made when it arrives.
+        Err(e) => tracing::warn!(error = %e, "preparing a spare worker's cgroup"),
+    }
+    Ok(w)
+}
+
+/// A cgroup for a task with `limits`, and its counters now: an ended task's
+/// cgroup kept for reuse when there is one (no creation, and no cgroup lock held
+/// up by an earlier removal's offlining), else a new one.
+fn task_cgroup(
+    layout: &CgroupLayout,
+    limits: &crate::types::Limits,
+) -> Result<(TaskCgroup, CgroupUsage), crate::cgroup::CgroupError> {
+    let reused = lock_spares().free.pop();
+    if let Some(c) = reused {
+        match c.apply_limits(limits) {
+            Ok(()) => {
+                let baseline = c.usage();
+                return Ok((c, baseline));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "limits for a reused task cgroup");
+                let _ = c.remove();
+            }
+        }
+    }
     let name = format!(
         "askee-{}-{}",
         std::process::id(),
         TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    match TaskCgroup::create(layout, &name, &crate::types::Limits::default()) {
-        Ok(c) => w.cgroup = Some(c),
-        // The task's cgroup is then made when it arrives.
-        Err(e) => tracing::warn!(error = %e, "creating a spare worker's cgroup"),
-    }
-    Ok(w)
+    Ok((
+        TaskCgroup::create(layout, &name, limits)?,
+        CgroupUsage::default(),
+    ))
 }
 
 /// Exec `worker` with piped stdio and the report pipe as its fd 3; a spare
@@ -403,6 +463,7 @@ fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
         report_r,
         cgroup: None,
         joined: false,
+        baseline: CgroupUsage::default(),
     })
 }
 
@@ -454,13 +515,18 @@ fn note_activity() {
 /// How long no task may have started or ended before a spare joins its cgroup.
 /// Joining takes the kernel's cgroup locks while a new member joins its cgroup
 /// (an RCU grace period); a task starting or ending meanwhile would wait for them.
-const SPARE_QUIET: Duration = Duration::from_millis(3);
+const SPARE_QUIET: Duration = Duration::from_millis(10);
+
+/// Ended tasks' cgroups kept for reuse, at most.
+const FREE_CGROUPS: usize = 4;
 
 /// Spare workers per worker binary, for the sandboxes that asked for them.
 #[derive(Default)]
 struct Spares {
     /// Per binary: how many sandboxes want a spare, and the spares ready.
     ready: HashMap<PathBuf, (usize, Vec<Started>)>,
+    /// Ended tasks' cgroups, empty and reset, for the next spares.
+    free: Vec<TaskCgroup>,
 }
 
 impl Spares {
@@ -477,6 +543,10 @@ impl Spares {
             let i = ready.iter().position(|w| w.cgroup.is_some() && !w.joined)?;
             Some((worker.clone(), ready.swap_remove(i)))
         })
+    }
+
+    fn any_wanted(&self) -> bool {
+        self.ready.values().any(|(want, _)| *want > 0)
     }
 
     fn has_unjoined(&self) -> bool {
@@ -501,8 +571,9 @@ impl Spares {
 enum Job {
     /// Make a spare of a worker binary, and tell whom when it is ready.
     Refill(PathBuf, Option<mpsc::Sender<()>>),
-    /// Remove an ended task's cgroup (off the task's path: its usage was read).
-    Remove(TaskCgroup),
+    /// Keep an ended task's cgroup for a later spare, or remove it (off the
+    /// task's path: its usage was read).
+    Ended(TaskCgroup),
 }
 
 /// The spares, and the channel to the thread that makes them (none when that
@@ -549,9 +620,21 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
         };
         let (worker, done) = match msg {
             Job::Refill(worker, done) => (worker, done),
-            Job::Remove(cgroup) => {
-                if let Err(e) = cgroup.remove() {
-                    tracing::warn!(error = %e, "removing task cgroup");
+            Job::Ended(cgroup) => {
+                let keep = {
+                    let s = lock_spares();
+                    s.any_wanted() && s.free.len() < FREE_CGROUPS
+                };
+                match keep.then(|| cgroup.reset_for_reuse()) {
+                    Some(Ok(true)) => lock_spares().free.push(cgroup),
+                    other => {
+                        if let Some(Err(e)) = other {
+                            tracing::warn!(error = %e, "resetting a task cgroup for reuse");
+                        }
+                        if let Err(e) = cgroup.remove() {
+                            tracing::warn!(error = %e, "removing task cgroup");
+                        }
+                    }
                 }
                 continue;
             }
@@ -565,6 +648,20 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "starting a spare worker"),
+            }
+        }
+        // No sandbox wants spares any more: no kept cgroup outlives them.
+        let unused = {
+            let mut s = lock_spares();
+            if s.any_wanted() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut s.free)
+            }
+        };
+        for c in unused {
+            if let Err(e) = c.remove() {
+                tracing::warn!(error = %e, "removing task cgroup");
             }
         }
         if let Some(done) = done {
@@ -612,17 +709,21 @@ fn refill(worker: &Path, done: Option<mpsc::Sender<()>>) -> bool {
     send_job(Job::Refill(worker.to_path_buf(), done)).is_ok()
 }
 
-/// Remove an ended task's cgroup: on the spare thread when a sandbox wants spares
-/// of `worker` (dropping the last such sandbox waits for the thread, so no cgroup
-/// outlives it), here otherwise.
-fn remove_cgroup(worker: &Path, cgroup: TaskCgroup) {
+/// An ended task's cgroup: kept for a later spare or removed, on the spare thread
+/// when a sandbox wants spares of `worker` (dropping the last such sandbox waits
+/// for the thread, so no cgroup outlives it); removed here otherwise.
+fn end_cgroup(worker: &Path, cgroup: TaskCgroup) {
     let wanted = lock_spares()
         .ready
         .get(worker)
         .is_some_and(|(want, _)| *want > 0);
-    let job = Job::Remove(cgroup);
-    let left = if wanted { send_job(job).err() } else { Some(job) };
-    if let Some(Job::Remove(c)) = left
+    let job = Job::Ended(cgroup);
+    let left = if wanted {
+        send_job(job).err()
+    } else {
+        Some(job)
+    };
+    if let Some(Job::Ended(c)) = left
         && let Err(e) = c.remove()
     {
         tracing::warn!(error = %e, "removing task cgroup");
@@ -702,11 +803,6 @@ pub fn spawn(
     spec: &crate::types::TaskSpec,
 ) -> Result<Running, SandboxError> {
     note_activity();
-    let id = format!(
-        "askee-{}-{}",
-        std::process::id(),
-        TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
     // The root's mount point: every task mounts its own tmpfs there inside its
     // private mount namespace, so on the host it stays an empty directory that
     // all tasks share.
@@ -741,27 +837,30 @@ pub fn spawn(
         }
     }
     let joined = spare.as_ref().is_some_and(|w| w.joined) && ready_cgroup.is_some();
-    // A joined spare's own use until now (its runtime start) is not the task's.
-    let baseline = match &ready_cgroup {
-        Some(c) if joined => c.usage(),
-        _ => Default::default(),
+    // Neither a joined spare's own use until now (its runtime start) nor a reused
+    // cgroup's earlier tasks' is this task's.
+    let mut baseline = match (&ready_cgroup, &spare) {
+        (Some(c), _) if joined => c.usage(),
+        (Some(_), Some(w)) => w.baseline.clone(),
+        _ => CgroupUsage::default(),
     };
     if let Some(w) = &spare {
         raise_priority(w.child.id() as i32);
     }
     let cgroup = match (ready_cgroup, cached_layout()) {
         (Some(c), _) => Some(c),
-        (None, Some(l)) if l.enforcing_version().is_some() => {
-            match TaskCgroup::create(l, &id, &cg_limits) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    if let Some(w) = spare.take() {
-                        w.discard();
-                    }
-                    return Err(e.into());
-                }
+        (None, Some(l)) if l.enforcing_version().is_some() => match task_cgroup(l, &cg_limits) {
+            Ok((c, counters)) => {
+                baseline = counters;
+                Some(c)
             }
-        }
+            Err(e) => {
+                if let Some(w) = spare.take() {
+                    w.discard();
+                }
+                return Err(e.into());
+            }
+        },
         _ => {
             tracing::warn!("no usable cgroup hierarchy: limits rely on rlimits only");
             None
@@ -807,7 +906,8 @@ pub fn spawn(
     };
     let worker_pid = child.id() as i32;
     let control = Arc::new(Control {
-        cgroup,
+        cgroup: RwLock::new(cgroup),
+        ended: AtomicBool::new(false),
         baseline,
         worker_pid,
         terminated: AtomicBool::new(false),
@@ -932,7 +1032,8 @@ impl Running {
         // With the worker reaped nothing can join the cgroup any more, so an
         // empty one needs no kill-all (on v1 that is a freeze and a thaw), and
         // the worker's own pid is not signalled: it may already be reused.
-        if let Some(cg) = &self.control.cgroup
+        let cgroup = self.control.end();
+        if let Some(cg) = &cgroup
             && cg.pids().map_or(true, |p| !p.is_empty())
             && let Err(e) = cg.kill_all()
         {
@@ -942,14 +1043,12 @@ impl Running {
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
         let reports = self.reports.join().unwrap_or_default();
-        let cg_usage = self
-            .control
-            .cgroup
+        let cg_usage = cgroup
             .as_ref()
             .map(|c| c.usage().since(&self.control.baseline))
             .unwrap_or_default();
-        if let Some(c) = &self.control.cgroup {
-            remove_cgroup(&self.worker, c.clone());
+        if let Some(c) = cgroup {
+            end_cgroup(&self.worker, c);
         }
         note_activity();
         refill_if_wanted(&self.worker);
