@@ -120,7 +120,7 @@ impl PgCluster {
                 .arg(cluster.dir.path().join("log"))
                 .arg("-o")
                 .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200",
+                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 -c autovacuum_naptime=1",
                     cluster.dir.path().display()
                 ))
                 .arg("start")
