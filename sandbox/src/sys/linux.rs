@@ -334,6 +334,9 @@ struct Started {
     cgroup: Option<TaskCgroup>,
     /// The worker is already a member of `cgroup`.
     joined: bool,
+    /// Joining was tried (it is tried once; a spare that failed joins at its
+    /// request instead).
+    join_tried: bool,
     /// `cgroup`'s counters when it was made ready (a reused cgroup keeps its
     /// earlier tasks' totals).
     baseline: CgroupUsage,
@@ -350,6 +353,7 @@ impl Started {
 
     /// The second stage: move the spare into its cgroup (see [`Started`]).
     fn join(&mut self) {
+        self.join_tried = true;
         let Some(cgroup) = self.cgroup.as_ref().filter(|_| !self.joined) else {
             return;
         };
@@ -377,6 +381,12 @@ fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
         Ok((c, baseline)) => {
             w.baseline = baseline;
             w.cgroup = Some(c);
+            // In a burst of tasks the kernel's migration lock is warm (every
+            // task's worker has just joined a cgroup), so joining now costs no
+            // grace period; outside a burst it waits for a pause.
+            if in_burst() {
+                w.join();
+            }
         }
         // The task's cgroup is then made when it arrives.
         Err(e) => tracing::warn!(error = %e, "preparing a spare worker's cgroup"),
@@ -463,6 +473,7 @@ fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
         report_r,
         cgroup: None,
         joined: false,
+        join_tried: false,
         baseline: CgroupUsage::default(),
     })
 }
@@ -512,10 +523,32 @@ fn note_activity() {
     LAST_ACTIVITY_MS.store(clock_ms(), Ordering::Relaxed);
 }
 
+/// Milliseconds since the first call, at the last task start in this process.
+static LAST_START_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The last task started within [`BURST_GAP`] of the one before it.
+static BURST: AtomicBool = AtomicBool::new(false);
+
+/// Tasks started closer together than this form a burst (see `start_spare`).
+const BURST_GAP: Duration = Duration::from_millis(5);
+
+fn note_start() {
+    let now = clock_ms();
+    let before = LAST_START_MS.swap(now, Ordering::Relaxed);
+    BURST.store(
+        now.saturating_sub(before) < BURST_GAP.as_millis() as u64,
+        Ordering::Relaxed,
+    );
+}
+
+fn in_burst() -> bool {
+    BURST.load(Ordering::Relaxed)
+}
+
 /// How long no task may have started or ended before a spare joins its cgroup.
 /// Joining takes the kernel's cgroup locks while a new member joins its cgroup
 /// (an RCU grace period); a task starting or ending meanwhile would wait for them.
-const SPARE_QUIET: Duration = Duration::from_millis(10);
+const SPARE_QUIET: Duration = Duration::from_millis(5);
 
 /// Ended tasks' cgroups kept for reuse, at most.
 const FREE_CGROUPS: usize = 4;
@@ -537,12 +570,12 @@ impl Spares {
             .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
     }
 
-    /// A ready spare that has not joined its cgroup yet, taken out of the pool.
-    fn take_unjoined(&mut self) -> Option<(PathBuf, Started)> {
-        self.ready.iter_mut().find_map(|(worker, (_, ready))| {
-            let i = ready.iter().position(|w| w.cgroup.is_some() && !w.joined)?;
-            Some((worker.clone(), ready.swap_remove(i)))
-        })
+    /// A ready spare that has not tried to join its cgroup yet.
+    fn unjoined(&mut self) -> Option<&mut Started> {
+        self.ready
+            .values_mut()
+            .flat_map(|(_, ready)| ready.iter_mut())
+            .find(|w| w.cgroup.is_some() && !w.join_tried)
     }
 
     fn any_wanted(&self) -> bool {
@@ -552,7 +585,7 @@ impl Spares {
     fn has_unjoined(&self) -> bool {
         self.ready
             .values()
-            .any(|(_, ready)| ready.iter().any(|w| w.cgroup.is_some() && !w.joined))
+            .any(|(_, ready)| ready.iter().any(|w| w.cgroup.is_some() && !w.join_tried))
     }
 
     /// Put a spare (back) into the pool, or discard it if no sandbox wants one.
@@ -593,14 +626,12 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
     loop {
         let msg = if lock_spares().has_unjoined() {
             match until_quiet() {
+                // Under the pool's lock: a task that arrives meanwhile waits
+                // for the join (the kernel would make it wait for the same
+                // lock anyway) and then takes the joined spare.
                 0 => {
-                    let next = lock_spares().take_unjoined();
-                    if let Some((worker, mut w)) = next {
+                    if let Some(w) = lock_spares().unjoined() {
                         w.join();
-                        let extra = lock_spares().put(&worker, w);
-                        if let Some(w) = extra {
-                            w.discard();
-                        }
                     }
                     continue;
                 }
@@ -803,6 +834,7 @@ pub fn spawn(
     spec: &crate::types::TaskSpec,
 ) -> Result<Running, SandboxError> {
     note_activity();
+    note_start();
     // The root's mount point: every task mounts its own tmpfs there inside its
     // private mount namespace, so on the host it stays an empty directory that
     // all tasks share.
