@@ -64,8 +64,12 @@ fn main() {
         let mut spec = TaskSpec::native(&prog);
         spec.args = vec!["true".into()];
         spec.limits = limits.clone();
+        // Spares are kept per worker binary: a copy of the binary keeps this
+        // sandbox's tasks off the other sandbox's spares.
+        let cold_worker = tmp.path().join("askee-worker-cold");
+        std::fs::copy(worker(), &cold_worker).expect("copy worker");
         let cold = Sandbox::new(SandboxConfig {
-            worker: worker(),
+            worker: cold_worker,
             work_dir: tmp.path().join("work-cold"),
             spare_worker: false,
         })
