@@ -16,8 +16,13 @@
 //! out of the machine's CPU use, so a probe inside the validator would be
 //! invisible to it.
 //!
-//! Three columns per probe:
-//! - `alone`: no task runs;
+//! Three columns per probe, measured together, probe by probe:
+//! - `alone`: no task runs; the mean of one run before the two below and one
+//!   after them (the load tasks are started for each probe and stopped
+//!   again), so a machine that drifts over the minutes of a run (a VM
+//!   throttled under sustained load: the same loopback probe alone measured
+//!   5.2 → 3.7 GiB/s over six consecutive runs) does not count its drift as
+//!   the tasks' doing;
 //! - `with_tasks` ("held running"): the three tasks run beside the probe and
 //!   nothing watches the machine, so they are never frozen (the worst case);
 //! - `as_deployed`: the same tasks, watched by the agent's real idle monitor
@@ -100,8 +105,8 @@ pub enum InterferenceError {
 /// Options of `askee-agent validate-non-interference`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Seconds each measurement runs (each runs three times: alone, beside
-    /// tasks held running, and beside tasks under the idle monitor).
+    /// Seconds each measurement runs (each probe runs four times: alone,
+    /// beside tasks held running, beside tasks under the idle monitor, alone).
     #[arg(long, default_value_t = 0.4)]
     pub seconds: f64,
     /// CPU limit of each load task, percent of one core.
@@ -150,7 +155,12 @@ pub struct Measurement {
     pub name: &'static str,
     pub unit: &'static str,
     pub higher_is_better: bool,
+    /// The mean of `alone_runs`.
     pub alone: f64,
+    /// Alone just before and just after the runs beside the tasks: the two
+    /// bracket them, so a machine whose speed drifts over the run (a VM
+    /// throttled under sustained load) does not count its drift as the tasks'.
+    pub alone_runs: [f64; 2],
     /// Beside the tasks held running: no idle monitor, never frozen (the
     /// worst case, not judged).
     pub with_tasks: f64,
@@ -503,18 +513,6 @@ async fn measure(
         .map_err(|_| fail(format!("printed {:?}, not a number", text.trim())))
 }
 
-async fn measure_all(
-    program: &Path,
-    scratch: &Path,
-    d: Duration,
-) -> Result<Vec<f64>, InterferenceError> {
-    let mut v = Vec::with_capacity(PROBES.len());
-    for p in &PROBES {
-        v.push(measure(program, p, d, scratch).await?);
-    }
-    Ok(v)
-}
-
 /// Nanoseconds on CPU of every process of a task (`/proc/<pid>/schedstat`).
 pub fn task_cpu_ns(ctl: &TaskControl) -> u64 {
     ctl.pids()
@@ -691,6 +689,38 @@ fn degradation(p: &Probe, alone: f64, with: f64) -> f64 {
     }
 }
 
+/// Starts the three load tasks and waits (at most 10 s) until each has its
+/// processes (outer worker and runtime); they are added to `tasks` and
+/// `running` as they start, so the caller stops whatever did start.
+async fn start_load(
+    sandbox: &Sandbox,
+    limits: &Limits,
+    memory_mb: u64,
+    tasks: &TaskSet,
+    running: &mut Vec<(&'static str, askee_sandbox::RunningTask)>,
+) -> Result<(), InterferenceError> {
+    for (name, module) in load_modules(memory_mb) {
+        let mut spec = TaskSpec::wasm(module);
+        spec.limits = limits.clone();
+        let task = sandbox
+            .spawn(&spec)
+            .map_err(|source| InterferenceError::Task { task: name, source })?;
+        tasks.insert(name, task.control());
+        running.push((name, task));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, task) in running.iter() {
+        let ctl = task.control();
+        while ctl.pids().len() < 2 {
+            if Instant::now() > deadline {
+                return Err(InterferenceError::TaskStart { task: name });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the validation for the agent whose home is `home` (its
 /// `config.toml` gives the scratch directory and the idle monitor's
 /// settings). The validation's own journal of yields lives in the scratch
@@ -712,7 +742,6 @@ pub async fn validate(home: &Path, opts: &Options) -> Result<Report, Interferenc
         })?,
     };
     let d = Duration::from_secs_f64(opts.seconds.max(0.05));
-    let alone = measure_all(&program, &scratch, d).await?;
 
     let sandbox = Sandbox::new(SandboxConfig {
         worker: opts.worker.clone().unwrap_or_else(default_worker),
@@ -731,8 +760,6 @@ pub async fn validate(home: &Path, opts: &Options) -> Result<Report, Interferenc
         cpu_time: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let mut running = Vec::new();
-    let mut names = Vec::new();
     let tasks = TaskSet::new();
     let journal_path = scratch.join("interference-journal.jsonl");
     let _ = std::fs::remove_file(&journal_path);
@@ -743,48 +770,42 @@ pub async fn validate(home: &Path, opts: &Options) -> Result<Report, Interferenc
             Journal::open(&journal_path).map_err(|source| InterferenceError::Journal { source })?,
         ),
     );
-    let measured = async {
-        for (name, module) in load_modules(opts.memory_mb) {
-            let mut spec = TaskSpec::wasm(module);
-            spec.limits = limits.clone();
-            let task = sandbox
-                .spawn(&spec)
-                .map_err(|source| InterferenceError::Task { task: name, source })?;
-            tasks.insert(name, task.control());
-            running.push(task);
-            names.push(name);
-        }
-        // Started means the task's processes exist (outer worker + runtime).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (task, name) in running.iter().zip(&names) {
-            let ctl = task.control();
-            while ctl.pids().len() < 2 {
-                if Instant::now() > deadline {
-                    return Err(InterferenceError::TaskStart { task: name });
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        let held = measure_all(&program, &scratch, d).await?;
-        let mut as_deployed = Vec::with_capacity(PROBES.len());
-        for p in &PROBES {
+    let names: Vec<&'static str> = load_modules(opts.memory_mb)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    // Per probe, in this order: alone, beside the tasks held running, beside
+    // them as deployed, alone again. Measuring each probe's columns together
+    // (rather than every probe alone, then every probe beside the tasks) and
+    // bracketing them with two alone runs keeps the machine's drift over the
+    // minutes of a run out of the comparison.
+    let mut rows = Vec::with_capacity(PROBES.len());
+    for p in &PROBES {
+        let before = measure(&program, p, d, &scratch).await?;
+        let mut running = Vec::new();
+        let beside = async {
+            start_load(&sandbox, &limits, opts.memory_mb, &tasks, &mut running).await?;
+            let held = measure(&program, p, d, &scratch).await?;
             let (value, yielded) = deployed.beside(measure(&program, p, d, &scratch)).await?;
-            as_deployed.push((value?, yielded));
+            Ok::<_, InterferenceError>((held, value?, yielded))
         }
-        Ok((held, as_deployed))
-    }
-    .await;
-    for task in running {
-        task.control().terminate();
-        let _ = task.wait();
+        .await;
+        for (name, task) in running {
+            task.control().terminate();
+            let _ = task.wait();
+            tasks.remove(name);
+        }
+        let (held, dep, yielded) = beside?;
+        let after = measure(&program, p, d, &scratch).await?;
+        rows.push(([before, after], held, dep, yielded));
     }
     let _ = std::fs::remove_file(&journal_path);
-    let (held, as_deployed) = measured?;
 
     let measurements = PROBES
         .iter()
-        .zip(alone.iter().zip(held.iter().zip(as_deployed)))
-        .map(|(p, (&a, (&h, (dep, yielded))))| {
+        .zip(rows)
+        .map(|(p, (alone_runs, h, dep, yielded))| {
+            let a = (alone_runs[0] + alone_runs[1]) / 2.0;
             let held_degradation = degradation(p, a, h);
             let deployed_degradation = degradation(p, a, dep);
             Measurement {
@@ -792,6 +813,7 @@ pub async fn validate(home: &Path, opts: &Options) -> Result<Report, Interferenc
                 unit: p.unit,
                 higher_is_better: p.higher_is_better,
                 alone: a,
+                alone_runs,
                 with_tasks: h,
                 degradation_percent: held_degradation,
                 with_tasks_within_bound: held_degradation <= opts.bound_percent,
