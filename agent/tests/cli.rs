@@ -232,7 +232,10 @@ fn non_interference_report_is_well_formed() {
         let alone = m["alone"].as_f64().unwrap();
         let runs = m["alone_runs"].as_array().unwrap();
         let mean = (runs[0].as_f64().unwrap() + runs[1].as_f64().unwrap()) / 2.0;
-        assert!((alone - mean).abs() < 1e-6, "alone is the mean of its two runs: {m}");
+        assert!(
+            (alone - mean).abs() < 1e-6,
+            "alone is the mean of its two runs: {m}"
+        );
         let held = m["with_tasks"].as_f64().unwrap();
         let deployed = m["as_deployed"].as_f64().unwrap();
         assert!(alone > 0.0 && held >= 0.0 && deployed >= 0.0, "{m}");
