@@ -11,12 +11,14 @@
 //! [--interference-secs=S]` (default 10 s for the monitor, 2 s per
 //! non-interference measurement).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use askee_agent::interference::{self, Options};
-use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskSpec};
 
 fn ticks_and_rss(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -67,22 +69,7 @@ fn monitor_overhead(secs: u64, interval_ms: u64) {
 
 fn freeze_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig {
-        worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
-        work_dir: dir.path().join("work"),
-        spare_worker: false,
-    })
-    .unwrap();
-    let mut spec = TaskSpec::wasm(
-        br#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#
-            .to_vec(),
-    );
-    spec.limits = Limits {
-        fuel: u64::MAX,
-        wall_time: Duration::from_secs(300),
-        cpu_time: Duration::from_secs(300),
-        ..Limits::default()
-    };
+    let (sandbox, spec) = common::spinning(dir.path());
     let running = sandbox.spawn(&spec).unwrap();
     let ctl = running.control();
     while ctl.pids().len() < 2 {

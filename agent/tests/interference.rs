@@ -3,7 +3,8 @@
 //! (host sensors, default configuration, started as after a long idle spell)
 //! and yielder freeze the sandboxed tasks, and frozen tasks use no CPU.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use askee_agent::config::Config;
 use askee_agent::interference::{Deployed, task_cpu_ns};
 use askee_agent::journal::{self, Journal};
 use askee_agent::yielder::TaskSet;
-use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskControl, TaskSpec};
+use askee_sandbox::TaskControl;
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -62,24 +63,7 @@ fn deployed_agent_freezes_tasks_under_a_foreground_cpu_load() {
         "this test needs an enforcing cgroup (run as root)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig {
-        worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
-        work_dir: dir.path().join("work"),
-        spare_worker: false,
-    })
-    .unwrap();
-    let mut spec = TaskSpec::wasm(
-        b"(module (memory (export \"memory\") 1) (func (export \"_start\") (loop $l (br $l))))"
-            .to_vec(),
-    );
-    spec.limits = Limits {
-        cpu_percent: 100,
-        memory_bytes: 128 << 20,
-        fuel: u64::MAX,
-        wall_time: Duration::from_secs(120),
-        cpu_time: Duration::from_secs(120),
-        ..Limits::default()
-    };
+    let (sandbox, spec) = common::spinning(dir.path());
     let tasks = TaskSet::new();
     let mut running = Vec::new();
     for id in ["spin-a", "spin-b"] {

@@ -3,7 +3,8 @@
 //! freezes and thaws the task, the frozen task accrues no CPU time, and the
 //! journal records both transitions.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use askee_agent::idle::{
 use askee_agent::journal::{self, Journal};
 use askee_agent::yielder::{self, TaskSet};
 use askee_core::idle::{IdleThresholds, Power};
-use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskControl, TaskOutcome, TaskSpec};
+use askee_sandbox::{TaskControl, TaskOutcome};
 
 /// Readings the test sets: a quiet host whose input source says "used just
 /// now" while `busy` is set.
@@ -103,24 +104,7 @@ fn busy_freezes_and_idle_thaws_a_sandboxed_task() {
         "this test needs an enforcing cgroup (run as root)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig {
-        worker: PathBuf::from(env!("CARGO_BIN_EXE_askee-agent-worker")),
-        work_dir: dir.path().join("work"),
-        spare_worker: false,
-    })
-    .unwrap();
-    let mut spec = TaskSpec::wasm(
-        b"(module (memory (export \"memory\") 1) (func (export \"_start\") (loop $l (br $l))))"
-            .to_vec(),
-    );
-    spec.limits = Limits {
-        cpu_percent: 100,
-        memory_bytes: 128 << 20,
-        fuel: u64::MAX,
-        wall_time: Duration::from_secs(120),
-        cpu_time: Duration::from_secs(120),
-        ..Limits::default()
-    };
+    let (sandbox, spec) = common::spinning(dir.path());
     let running = sandbox.spawn(&spec).unwrap();
     let ctl = running.control();
     let waiter = std::thread::spawn(move || running.wait());
