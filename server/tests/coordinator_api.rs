@@ -86,15 +86,7 @@ async fn quorum_accepts_with_evidence_in_the_audit_log(backend: Backend) {
     );
 
     // The dissenter lost accuracy; the agreeing nodes did not.
-    let ledger = s
-        .send(
-            Request::get("/v1/reputation")
-                .header("authorization", op.auth().1)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .expect(StatusCode::OK);
+    let ledger = ledger(&s, &op).await;
     let entry = |n: &SigningKey| {
         ledger["nodes"]
             .as_array()

@@ -9,44 +9,12 @@ mod support;
 
 use askee_core::signing::{sign_result, signed_headers};
 use askee_core::wire::v1::*;
-use askee_core::{SigningKey, b64};
+use askee_core::SigningKey;
 use askee_server::store::AssignmentState;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use support::coord::*;
 use support::{Backend, Reply, TestServer, key_of, node};
-
-fn signed_report(
-    n: &SigningKey,
-    a: &Assignment,
-    digest: &str,
-    signer: &SigningKey,
-) -> ResultReport {
-    let node_id = key_of(n);
-    let signature = sign_result(
-        signer,
-        &ResultStatement {
-            assignment_id: &a.assignment_id,
-            task_id: &a.task_id,
-            node_id: &node_id,
-            status: ReportStatus::Completed,
-            result_digest: digest,
-        },
-    );
-    ResultReport {
-        assignment_id: a.assignment_id.clone(),
-        task_id: a.task_id.clone(),
-        status: ReportStatus::Completed,
-        result_digest: digest.into(),
-        exit_code: 0,
-        stdout: b64::encode(b"out"),
-        outputs: Default::default(),
-        failure: String::new(),
-        usage: ResourceUsage::default(),
-        signature,
-    }
-}
 
 /// The batch request signed by `n` with the given nonce.
 async fn send_batch(
@@ -255,15 +223,7 @@ async fn mixed_batch_outcomes_per_item(backend: Backend) {
 
     // Counters come from node events, folded before the ledger is read:
     // B has its three challenges and two agreeing results.
-    let ledger = s
-        .send(
-            Request::get("/v1/reputation")
-                .header("authorization", op.auth().1)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .expect(StatusCode::OK);
+    let ledger = ledger(&s, &op).await;
     let entry = ledger["nodes"]
         .as_array()
         .unwrap()

@@ -176,9 +176,25 @@ pub async fn report_with_usage(
     digest: &str,
     usage: ResourceUsage,
 ) -> Reply {
+    let r = ResultReport {
+        usage,
+        ..signed_report(n, a, digest, n)
+    };
+    s.signed(n, "/v1/work/results", &serde_json::to_value(&r).unwrap())
+        .await
+}
+
+/// `n`'s completed result for `a`, its result statement signed by `signer`
+/// (`n` itself unless a test forges it).
+pub fn signed_report(
+    n: &SigningKey,
+    a: &Assignment,
+    digest: &str,
+    signer: &SigningKey,
+) -> ResultReport {
     let node_id = key_of(n);
-    let sig = sign_result(
-        n,
+    let signature = sign_result(
+        signer,
         &ResultStatement {
             assignment_id: &a.assignment_id,
             task_id: &a.task_id,
@@ -187,7 +203,7 @@ pub async fn report_with_usage(
             result_digest: digest,
         },
     );
-    let r = ResultReport {
+    ResultReport {
         assignment_id: a.assignment_id.clone(),
         task_id: a.task_id.clone(),
         status: ReportStatus::Completed,
@@ -196,11 +212,21 @@ pub async fn report_with_usage(
         stdout: b64::encode(b"out"),
         outputs: Default::default(),
         failure: String::new(),
-        usage,
-        signature: sig,
-    };
-    s.signed(n, "/v1/work/results", &serde_json::to_value(&r).unwrap())
-        .await
+        usage: ResourceUsage::default(),
+        signature,
+    }
+}
+
+/// The reputation ledger, read as the operator.
+pub async fn ledger(s: &TestServer, op: &Op) -> Value {
+    s.send(
+        Request::get("/v1/reputation")
+            .header("authorization", op.auth().1)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .expect(StatusCode::OK)
 }
 
 /// A new node earns eligibility by answering challenges (known answers).
