@@ -7,9 +7,9 @@
 
 mod support;
 
+use askee_core::SigningKey;
 use askee_core::signing::{sign_result, signed_headers};
 use askee_core::wire::v1::*;
-use askee_core::SigningKey;
 use askee_server::store::AssignmentState;
 use axum::http::StatusCode;
 use serde_json::{Value, json};

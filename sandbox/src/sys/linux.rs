@@ -351,6 +351,11 @@ impl Started {
         }
     }
 
+    /// Has a cgroup it has not tried to join yet.
+    fn awaits_join(&self) -> bool {
+        self.cgroup.is_some() && !self.join_tried
+    }
+
     /// The second stage: move the spare into its cgroup (see [`Started`]).
     fn join(&mut self) {
         self.join_tried = true;
@@ -575,7 +580,7 @@ impl Spares {
         self.ready
             .values_mut()
             .flat_map(|(_, ready)| ready.iter_mut())
-            .find(|w| w.cgroup.is_some() && !w.join_tried)
+            .find(|w| w.awaits_join())
     }
 
     fn any_wanted(&self) -> bool {
@@ -585,7 +590,7 @@ impl Spares {
     fn has_unjoined(&self) -> bool {
         self.ready
             .values()
-            .any(|(_, ready)| ready.iter().any(|w| w.cgroup.is_some() && !w.join_tried))
+            .any(|(_, ready)| ready.iter().any(Started::awaits_join))
     }
 
     /// Put a spare (back) into the pool, or discard it if no sandbox wants one.
