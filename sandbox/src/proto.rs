@@ -53,8 +53,9 @@ pub struct WorkerRequest {
     pub limits: Limits,
     /// Seed of deterministic randomness.
     pub random_seed: [u8; 32],
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The task cgroup's join files ([`crate::cgroup::TaskCgroup::join_files`]),
+    /// joined before anything else (a spare joined them when it started).
+    pub cgroup_join: Vec<PathBuf>,
     /// Create a user namespace.
     pub user_namespace: bool,
     /// AppArmor profile to change to, when AppArmor is enabled and the profile loaded.

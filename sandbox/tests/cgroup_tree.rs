@@ -51,7 +51,7 @@ fn v2_limits_freeze_and_usage_files() {
         !dir.join("memory.swap.max").exists(),
         "absent files are not created"
     );
-    assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+    assert_eq!(cg.join_files(), vec![dir.join("cgroup.procs")]);
     cg.freeze().unwrap();
     assert_eq!(read(&dir.join("cgroup.freeze")), "1");
     cg.thaw().unwrap();
@@ -105,7 +105,12 @@ fn v1_limits_files() {
     assert_eq!(read(&p.join("pids/t/pids.max")), "7");
     cg.freeze().unwrap();
     assert_eq!(read(&p.join("freezer/t/freezer.state")), "FROZEN");
-    assert_eq!(cg.procs_files().len(), 4);
+    assert_eq!(
+        cg.join_files(),
+        ["cpu", "freezer", "memory", "pids"]
+            .map(|c| p.join(c).join("t/tasks"))
+            .to_vec()
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! a native program). The outer worker waits and reports the exit status.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::SandboxError;
-use crate::cgroup::{CgroupLayout, CgroupUsage, TaskCgroup};
+use crate::cgroup::{CgroupLayout, TaskCgroup};
 use crate::probe::HostCapabilities;
 use crate::proto::{AppliedConfinement, WorkerMode, WorkerReport, WorkerRequest};
 use crate::types::{KillReason, TaskOutcome, Usage, WasmEnd};
@@ -319,27 +319,17 @@ static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A worker process started ahead of its request: exec'd, its runtime
 /// initialised, blocked reading the request on stdin.
 ///
-/// A spare is made in two stages. At once, when the previous spare is taken (so
-/// it is ready for the next task even when tasks come back to back): the exec,
-/// the runtime start, the request-independent namespaces (network, UTS, IPC; as
-/// root) and its task cgroup's directories, all at `SCHED_IDLE` on otherwise idle
-/// CPU. Then, once the sandboxes pause ([`SPARE_QUIET`]), it joins that cgroup:
-/// joining takes the kernel's cgroup migration lock, which waits out an RCU grace
-/// period (several milliseconds on an idle machine) and holds up every fork and
-/// exit meanwhile, so it is done only when no task is starting or ending. A spare
-/// taken before it joined is told to join in its request, as a cold worker is.
+/// A spare is made at once when the previous spare is taken, so it is ready for
+/// the next task even when tasks come back to back, and at `SCHED_IDLE`, on
+/// otherwise idle CPU: the exec, the runtime start, the request-independent
+/// namespaces (network, UTS, IPC; as root) and its task cgroup, which the worker
+/// joins itself as it starts ([`TaskCgroup::join_files`], [`CGROUP_JOIN_ENV`]).
 struct Started {
     child: Child,
     report_r: OwnedFd,
+    /// The task cgroup the worker joined as it started (a spare) or joins at its
+    /// request (a spare that could not join tells then).
     cgroup: Option<TaskCgroup>,
-    /// The worker is already a member of `cgroup`.
-    joined: bool,
-    /// Joining was tried (it is tried once; a spare that failed joins at its
-    /// request instead).
-    join_tried: bool,
-    /// `cgroup`'s counters when it was made ready (a reused cgroup keeps its
-    /// earlier tasks' totals).
-    baseline: CgroupUsage,
 }
 
 impl Started {
@@ -350,69 +340,44 @@ impl Started {
             let _ = c.remove();
         }
     }
-
-    /// Has a cgroup it has not tried to join yet.
-    fn awaits_join(&self) -> bool {
-        self.cgroup.is_some() && !self.join_tried
-    }
-
-    /// The second stage: move the spare into its cgroup (see [`Started`]).
-    fn join(&mut self) {
-        self.join_tried = true;
-        let Some(cgroup) = self.cgroup.as_ref().filter(|_| !self.joined) else {
-            return;
-        };
-        let pid = self.child.id().to_string();
-        for f in cgroup.procs_files() {
-            if let Err(e) = fs::write(&f, &pid) {
-                // The worker then joins at its request and reports a failure there.
-                tracing::warn!(error = %e, file = %f.display(), "moving a spare worker into its cgroup");
-                return;
-            }
-        }
-        self.joined = true;
-    }
 }
 
-/// The first stage of a spare: a worker at `SCHED_IDLE` with the cgroup it will
-/// join (an ended task's, reset, or a new one; default limits until its task's
-/// are written).
+/// A spare: a worker at `SCHED_IDLE` in the cgroup it will run its task in (an
+/// ended task's, reset, or a new one; default limits until its task's are
+/// written).
 fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
-    let mut w = start_worker(worker, true)?;
-    let Some(layout) = cached_layout().filter(|l| l.enforcing_version().is_some()) else {
-        return Ok(w);
-    };
-    match task_cgroup(layout, &crate::types::Limits::default()) {
-        Ok((c, baseline)) => {
-            w.baseline = baseline;
-            w.cgroup = Some(c);
-            // In a burst of tasks the kernel's migration lock is warm (every
-            // task's worker has just joined a cgroup), so joining now costs no
-            // grace period; outside a burst it waits for a pause.
-            if in_burst() {
-                w.join();
+    let cgroup = cached_layout()
+        .filter(|l| l.enforcing_version().is_some())
+        .and_then(|l| match task_cgroup(l, &crate::types::Limits::default()) {
+            Ok(c) => Some(c),
+            // The task's cgroup is then made when it arrives.
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing a spare worker's cgroup");
+                None
             }
+        });
+    match start_worker(worker, true, cgroup.as_ref()) {
+        Ok(w) => Ok(Started { cgroup, ..w }),
+        Err(e) => {
+            if let Some(c) = cgroup {
+                end_cgroup(worker, c);
+            }
+            Err(e)
         }
-        // The task's cgroup is then made when it arrives.
-        Err(e) => tracing::warn!(error = %e, "preparing a spare worker's cgroup"),
     }
-    Ok(w)
 }
 
-/// A cgroup for a task with `limits`, and its counters now: an ended task's
-/// cgroup kept for reuse when there is one (no creation, and no cgroup lock held
-/// up by an earlier removal's offlining), else a new one.
+/// A cgroup for a task with `limits`: an ended task's cgroup kept for reuse
+/// when there is one (no creation, and no cgroup lock held up by an earlier
+/// removal's offlining), else a new one.
 fn task_cgroup(
     layout: &CgroupLayout,
     limits: &crate::types::Limits,
-) -> Result<(TaskCgroup, CgroupUsage), crate::cgroup::CgroupError> {
+) -> Result<TaskCgroup, crate::cgroup::CgroupError> {
     let reused = lock_spares().free.pop();
     if let Some(c) = reused {
         match c.apply_limits(limits) {
-            Ok(()) => {
-                let baseline = c.usage();
-                return Ok((c, baseline));
-            }
+            Ok(()) => return Ok(c),
             Err(e) => {
                 tracing::warn!(error = %e, "limits for a reused task cgroup");
                 let _ = c.remove();
@@ -424,17 +389,19 @@ fn task_cgroup(
         std::process::id(),
         TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    Ok((
-        TaskCgroup::create(layout, &name, limits)?,
-        CgroupUsage::default(),
-    ))
+    TaskCgroup::create(layout, &name, limits)
 }
 
 /// Exec `worker` with piped stdio and the report pipe as its fd 3; a spare
 /// (`idle`) starts at `SCHED_IDLE`, so it is made only from idle CPU and never
 /// delays a running task or the volunteer's own work, and makes its
-/// request-independent namespaces while it waits ([`EARLY_NAMESPACES_ENV`]).
-fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
+/// request-independent namespaces while it waits ([`EARLY_NAMESPACES_ENV`]);
+/// it joins `cgroup` as it starts.
+fn start_worker(
+    worker: &Path,
+    idle: bool,
+    cgroup: Option<&TaskCgroup>,
+) -> Result<Started, SandboxError> {
     let (report_r, report_w) = pipe()?;
     let report_w_raw = report_w.as_raw_fd();
     let mut cmd = Command::new(worker);
@@ -444,6 +411,9 @@ fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
         .env_clear();
     if idle {
         cmd.env(EARLY_NAMESPACES_ENV, "1");
+    }
+    if let Some(c) = cgroup {
+        cmd.env(CGROUP_JOIN_ENV, join_env(&c.join_files()));
     }
     // SAFETY: the closure only calls dup2, fcntl and sched_setscheduler, plain system
     // calls that are async-signal-safe; they make the report pipe's write end the
@@ -477,10 +447,41 @@ fn start_worker(worker: &Path, idle: bool) -> Result<Started, SandboxError> {
         child,
         report_r,
         cgroup: None,
-        joined: false,
-        join_tried: false,
-        baseline: CgroupUsage::default(),
     })
+}
+
+/// Set for a spare: the join files of the cgroup to join as it starts, one per
+/// line (a path with a newline would fail to join early and be joined at the
+/// request, which names the files again).
+const CGROUP_JOIN_ENV: &str = "ASKEE_WORKER_CGROUP_JOIN";
+
+fn join_env(files: &[PathBuf]) -> OsString {
+    let mut v = OsString::new();
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            v.push("\n");
+        }
+        v.push(f);
+    }
+    v
+}
+
+/// Join the cgroup by its join files ([`TaskCgroup::join_files`]); a process
+/// with several threads joins through v1's `cgroup.procs` instead of `tasks`,
+/// which would move the calling thread only.
+fn join_cgroup(files: &[PathBuf]) -> Result<(), String> {
+    let threads = fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    for f in files {
+        let procs;
+        let file = if threads != 1 && f.file_name() == Some(OsStr::new("tasks")) {
+            procs = f.with_file_name("cgroup.procs");
+            &procs
+        } else {
+            f
+        };
+        fs::write(file, "0").map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// Set for a spare: make the network, UTS and IPC namespaces before the request
@@ -515,46 +516,6 @@ fn lower_priority() {
     }
 }
 
-/// Milliseconds since the first call, at the last task start or end in this
-/// process.
-static LAST_ACTIVITY_MS: AtomicU64 = AtomicU64::new(0);
-
-fn clock_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-fn note_activity() {
-    LAST_ACTIVITY_MS.store(clock_ms(), Ordering::Relaxed);
-}
-
-/// Milliseconds since the first call, at the last task start in this process.
-static LAST_START_MS: AtomicU64 = AtomicU64::new(0);
-
-/// The last task started within [`BURST_GAP`] of the one before it.
-static BURST: AtomicBool = AtomicBool::new(false);
-
-/// Tasks started closer together than this form a burst (see `start_spare`).
-const BURST_GAP: Duration = Duration::from_millis(5);
-
-fn note_start() {
-    let now = clock_ms();
-    let before = LAST_START_MS.swap(now, Ordering::Relaxed);
-    BURST.store(
-        now.saturating_sub(before) < BURST_GAP.as_millis() as u64,
-        Ordering::Relaxed,
-    );
-}
-
-fn in_burst() -> bool {
-    BURST.load(Ordering::Relaxed)
-}
-
-/// How long no task may have started or ended before a spare joins its cgroup.
-/// Joining takes the kernel's cgroup locks while a new member joins its cgroup
-/// (an RCU grace period); a task starting or ending meanwhile would wait for them.
-const SPARE_QUIET: Duration = Duration::from_millis(5);
-
 /// Ended tasks' cgroups kept for reuse, at most.
 const FREE_CGROUPS: usize = 4;
 
@@ -575,22 +536,8 @@ impl Spares {
             .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
     }
 
-    /// A ready spare that has not tried to join its cgroup yet.
-    fn unjoined(&mut self) -> Option<&mut Started> {
-        self.ready
-            .values_mut()
-            .flat_map(|(_, ready)| ready.iter_mut())
-            .find(|w| w.awaits_join())
-    }
-
     fn any_wanted(&self) -> bool {
         self.ready.values().any(|(want, _)| *want > 0)
-    }
-
-    fn has_unjoined(&self) -> bool {
-        self.ready
-            .values()
-            .any(|(_, ready)| ready.iter().any(Started::awaits_join))
     }
 
     /// Put a spare (back) into the pool, or discard it if no sandbox wants one.
@@ -618,41 +565,12 @@ enum Job {
 /// thread could not start).
 type SparePool = (Mutex<Spares>, Option<Mutex<mpsc::Sender<Job>>>);
 
-/// Milliseconds until the sandboxes of this process have paused for
-/// [`SPARE_QUIET`] (0 once they have).
-fn until_quiet() -> u64 {
-    let quiet = clock_ms().saturating_sub(LAST_ACTIVITY_MS.load(Ordering::Relaxed));
-    (SPARE_QUIET.as_millis() as u64).saturating_sub(quiet)
-}
-
-/// The spare thread's loop: make spares when asked, and move made spares into
-/// their cgroups once the sandboxes pause.
+/// The spare thread's loop: make spares when asked, and keep or remove ended
+/// tasks' cgroups.
 fn spare_thread(rx: mpsc::Receiver<Job>) {
     loop {
-        let msg = if lock_spares().has_unjoined() {
-            match until_quiet() {
-                // Under the pool's lock: a task that arrives meanwhile waits
-                // for the join (the kernel would make it wait for the same
-                // lock anyway) and then takes the joined spare.
-                0 => {
-                    if let Some(w) = lock_spares().unjoined() {
-                        w.join();
-                    }
-                    continue;
-                }
-                // A timer, not synchronisation: wait for a pause between tasks
-                // unless a request comes first.
-                wait => match rx.recv_timeout(Duration::from_millis(wait)) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-            }
-        } else {
-            match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
-            }
+        let Ok(msg) = rx.recv() else {
+            return;
         };
         let (worker, done) = match msg {
             Job::Refill(worker, done) => (worker, done),
@@ -795,8 +713,7 @@ pub fn keep_spare(worker: &Path, on: bool) {
     }
 }
 
-/// Ask for a new spare of `worker` if a sandbox wants one; it is made once the
-/// sandboxes of this process pause ([`SPARE_QUIET`]).
+/// Ask for a new spare of `worker` if a sandbox wants one.
 fn refill_if_wanted(worker: &Path) {
     if lock_spares().short_of(worker) {
         refill(worker, None);
@@ -838,8 +755,6 @@ pub fn spawn(
     mode: WorkerMode,
     spec: &crate::types::TaskSpec,
 ) -> Result<Running, SandboxError> {
-    note_activity();
-    note_start();
     // The root's mount point: every task mounts its own tmpfs there inside its
     // private mount namespace, so on the host it stays an empty directory that
     // all tasks share.
@@ -854,8 +769,7 @@ pub fn spawn(
     cg_limits.memory_bytes = spec.limits.memory_bytes
         + spec.limits.storage_bytes
         + if is_wasm { WASM_RUNTIME_OVERHEAD } else { 0 };
-    // A spare's cgroup takes the task's limits; a spare that has not joined it
-    // yet joins at its request, as a cold worker joins a new cgroup.
+    // A spare's cgroup takes the task's limits.
     let mut spare = take_spare(worker);
     let mut ready_cgroup = None;
     if let Some(cg) = spare.as_mut().and_then(|w| w.cgroup.take()) {
@@ -873,24 +787,13 @@ pub fn spawn(
             }
         }
     }
-    let joined = spare.as_ref().is_some_and(|w| w.joined) && ready_cgroup.is_some();
-    // Neither a joined spare's own use until now (its runtime start) nor a reused
-    // cgroup's earlier tasks' is this task's.
-    let mut baseline = match (&ready_cgroup, &spare) {
-        (Some(c), _) if joined => c.usage(),
-        (Some(_), Some(w)) => w.baseline.clone(),
-        _ => CgroupUsage::default(),
-    };
     if let Some(w) = &spare {
         raise_priority(w.child.id() as i32);
     }
     let cgroup = match (ready_cgroup, cached_layout()) {
         (Some(c), _) => Some(c),
         (None, Some(l)) if l.enforcing_version().is_some() => match task_cgroup(l, &cg_limits) {
-            Ok((c, counters)) => {
-                baseline = counters;
-                Some(c)
-            }
+            Ok(c) => Some(c),
             Err(e) => {
                 if let Some(w) = spare.take() {
                     w.discard();
@@ -903,6 +806,9 @@ pub fn spawn(
             None
         }
     };
+    // Neither a spare's own use until now (its start) nor a reused cgroup's
+    // earlier tasks' is this task's.
+    let baseline = cgroup.as_ref().map(TaskCgroup::usage).unwrap_or_default();
     let caps = crate::probe::probe_cached();
     let req = WorkerRequest {
         mode,
@@ -912,10 +818,9 @@ pub fn spawn(
         root_dir,
         limits: spec.limits.clone(),
         random_seed: spec.random_seed,
-        cgroup_procs: cgroup
+        cgroup_join: cgroup
             .as_ref()
-            .filter(|_| !joined)
-            .map(|c| c.procs_files())
+            .map(TaskCgroup::join_files)
             .unwrap_or_default(),
         user_namespace: caps.user_namespaces,
         apparmor_profile: (caps.apparmor_enabled && caps.apparmor_profile_loaded)
@@ -926,7 +831,7 @@ pub fn spawn(
     })?;
     let started = match spare {
         Some(w) => Ok(w),
-        None => start_worker(worker, false),
+        None => start_worker(worker, false, None),
     };
     let Started {
         mut child,
@@ -1087,7 +992,6 @@ impl Running {
         if let Some(c) = cgroup {
             end_cgroup(&self.worker, c);
         }
-        note_activity();
         refill_if_wanted(&self.worker);
 
         let mut usage = Usage {
@@ -1239,6 +1143,17 @@ pub fn worker_main() -> i32 {
         // SAFETY: sethostname with a valid buffer and length.
         unsafe { libc::sethostname(c"askee".as_ptr(), 5) };
     }
+    // A spare joins its cgroup now; failing that, it joins (or reports why it
+    // cannot) at its request, which names the cgroup again.
+    let joined: Vec<PathBuf> = std::env::var_os(CGROUP_JOIN_ENV)
+        .map(|v| {
+            v.as_bytes()
+                .split(|&b| b == b'\n')
+                .map(|f| PathBuf::from(OsStr::from_bytes(f)))
+                .collect()
+        })
+        .filter(|files: &Vec<PathBuf>| join_cgroup(files).is_ok())
+        .unwrap_or_default();
     let mut buf = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
         fail(&mut rep, "read request", e);
@@ -1247,10 +1162,10 @@ pub fn worker_main() -> i32 {
         Ok(r) => r,
         Err(e) => fail(&mut rep, "parse request", e),
     };
-    for f in &req.cgroup_procs {
-        if let Err(e) = fs::write(f, "0") {
-            fail(&mut rep, "join cgroup", format!("{}: {e}", f.display()));
-        }
+    if req.cgroup_join != joined
+        && let Err(e) = join_cgroup(&req.cgroup_join)
+    {
+        fail(&mut rep, "join cgroup", e);
     }
     // SAFETY: plain syscalls on this process with valid arguments.
     unsafe {
