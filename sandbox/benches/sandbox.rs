@@ -44,7 +44,12 @@ fn main() {
         wall_time: Duration::from_secs(30),
         ..Limits::default()
     };
-    let n = 200;
+    // Starts per row (`ASKEE_BENCH_STARTS`): a p99 is the third-worst of 200 and
+    // moves by milliseconds between runs on this VM; 1000 steadies it.
+    let n: usize = std::env::var("ASKEE_BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
 
     // 1. Trivial native task, sandbox start to exit, beside bubblewrap.
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/hostile.c");
@@ -60,72 +65,77 @@ fn main() {
     // then, as on a volunteer's machine: caches and the kernel's cgroup
     // migration fast path have gone cold by then).
     let pause = Duration::from_millis(20);
-    if built {
-        let mut spec = TaskSpec::native(&prog);
-        spec.args = vec!["true".into()];
-        spec.limits = limits.clone();
-        // Spares are kept per worker binary: a copy of the binary keeps this
-        // sandbox's tasks off the other sandbox's spares.
-        let cold_worker = tmp.path().join("askee-worker-cold");
-        std::fs::copy(worker(), &cold_worker).expect("copy worker");
-        let cold = Sandbox::new(SandboxConfig {
-            worker: cold_worker,
-            work_dir: tmp.path().join("work-cold"),
-            spare_worker: false,
-        })
-        .expect("sandbox");
-        for (label, sandbox, gap) in [
-            ("sandbox native trivial (spare worker)", &sb, None),
-            ("sandbox native trivial, no spare worker", &cold, None),
-            (
-                "sandbox native trivial (spare worker), 20 ms apart",
-                &sb,
-                Some(pause),
-            ),
-            (
-                "sandbox native trivial, no spare worker, 20 ms apart",
-                &cold,
-                Some(pause),
-            ),
-        ] {
-            let mut v = Vec::new();
-            for _ in 0..n {
-                if let Some(g) = gap {
-                    // Spacing between measured starts, not synchronisation.
-                    std::thread::sleep(g);
-                }
-                let t = Instant::now();
-                let out = sandbox.run(&spec).expect("run");
-                v.push(t.elapsed());
-                assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, .. }));
-            }
-            show(label, v);
+    let mut spec = TaskSpec::native(&prog);
+    spec.args = vec!["true".into()];
+    spec.limits = limits.clone();
+    // Spares are kept per worker binary: a copy of the binary keeps this
+    // sandbox's tasks off the other sandbox's spares.
+    let cold_worker = tmp.path().join("askee-worker-cold");
+    std::fs::copy(worker(), &cold_worker).expect("copy worker");
+    let cold = Sandbox::new(SandboxConfig {
+        worker: cold_worker,
+        work_dir: tmp.path().join("work-cold"),
+        spare_worker: false,
+    })
+    .expect("sandbox");
+    let sandboxed = |sandbox: &Sandbox| {
+        let t = Instant::now();
+        let out = sandbox.run(&spec).expect("run");
+        assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, .. }));
+        Some(t.elapsed())
+    };
+    let bwrap = || {
+        let t = Instant::now();
+        match Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind", "/", "/", "/bin/true"])
+            .status()
+        {
+            Ok(s) if s.success() => Some(t.elapsed()),
+            _ => None,
         }
+    };
+    type Run<'a> = Box<dyn Fn() -> Option<Duration> + 'a>;
+    let mut kinds: Vec<(&str, Run)> = Vec::new();
+    if built {
+        kinds.push((
+            "sandbox native trivial (spare worker)",
+            Box::new(|| sandboxed(&sb)),
+        ));
+        kinds.push((
+            "sandbox native trivial, no spare worker",
+            Box::new(|| sandboxed(&cold)),
+        ));
     } else {
         println!("sandbox native trivial: gcc with static glibc missing, skipped");
     }
-    for (label, gap) in [
-        ("bwrap --unshare-all /bin/true (reference)", None),
-        ("bwrap --unshare-all /bin/true, 20 ms apart", Some(pause)),
-    ] {
-        let mut v = Vec::new();
-        for _ in 0..n {
-            if let Some(g) = gap {
-                std::thread::sleep(g);
-            }
-            let t = Instant::now();
-            match Command::new("bwrap")
-                .args(["--unshare-all", "--ro-bind", "/", "/", "/bin/true"])
-                .status()
-            {
-                Ok(s) if s.success() => v.push(t.elapsed()),
-                _ => break,
+    if bwrap().is_some() {
+        kinds.push(("bwrap --unshare-all /bin/true (reference)", Box::new(bwrap)));
+    } else {
+        println!("bwrap reference: bubblewrap missing or failing, skipped");
+    }
+    // The kinds take turns in blocks of `block` starts, so a machine that slows
+    // down or speeds up during the run (this VM does, by tens of percent over
+    // minutes) weighs on all of them alike; within a block starts are back to
+    // back (or `pause` apart).
+    let block = 10;
+    for gap in [None, Some(pause)] {
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+        for _ in 0..n / block {
+            for (k, (_, run)) in kinds.iter().enumerate() {
+                for _ in 0..block {
+                    if let Some(g) = gap {
+                        // Spacing between measured starts, not synchronisation.
+                        std::thread::sleep(g);
+                    }
+                    times[k].push(run().expect("a start that worked before failed"));
+                }
             }
         }
-        if v.len() == n {
-            show(label, v);
-        } else {
-            println!("bwrap reference: bubblewrap missing or failing, skipped");
+        for ((label, _), v) in kinds.iter().zip(times) {
+            match gap {
+                None => show(label, v),
+                Some(g) => show(&format!("{label}, {} ms apart", g.as_millis()), v),
+            }
         }
     }
 

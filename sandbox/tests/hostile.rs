@@ -227,6 +227,50 @@ fn the_task_sees_its_own_host_name_and_cannot_change_it() {
     );
 }
 
+/// The task gives way to everything else (`SCHED_IDLE`, idle I/O class); the
+/// sandbox's own processes run at the caller's priority where it may raise them
+/// (root), so its set-up and teardown are not starved either.
+#[test]
+fn only_the_task_runs_at_idle_priority() {
+    let e = env();
+    if askee_sandbox::probe().cgroup_enforcing_version.is_none() {
+        return; // the task's processes are found through its cgroup
+    }
+    let running = e.sb.spawn(&native(&e, &["sleep"])).unwrap();
+    let ctl = running.control();
+    let stat = |p: i32| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+    wait_for("the task to start", || {
+        ctl.pids().iter().any(|&p| stat(p).contains("(prog)"))
+    });
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut seen = 0;
+    for p in ctl.pids() {
+        let s = stat(p);
+        // Field 41 is the policy; the fields after the command start at 3.
+        let Some(policy) = s
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(41 - 3))
+            .and_then(|f| f.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: ioprio_get(IOPRIO_WHO_PROCESS, pid) only reads.
+        let io_class = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, p) } >> 13;
+        if s.contains("(prog)") {
+            assert_eq!(policy, libc::SCHED_IDLE, "the task's policy: {s}");
+            assert_eq!(io_class, 3, "the task's I/O class: {s}");
+            seen += 1;
+        } else if root {
+            assert_ne!(policy, libc::SCHED_IDLE, "a sandbox process: {s}");
+        }
+    }
+    assert_eq!(seen, 1, "the task was found");
+    ctl.terminate();
+    let (out, _) = running.wait().unwrap();
+    assert!(matches!(out, TaskOutcome::Terminated { .. }), "{out:?}");
+}
+
 #[test]
 fn gigabytes_of_stdout_are_truncated() {
     let e = env();
