@@ -237,6 +237,30 @@ mod filters {
                 for nr in [libc::SYS_fork, libc::SYS_vfork] {
                     rules.insert(nr, vec![]);
                 }
+                // Lowering itself to where it already is: the task's process
+                // installs these filters at the caller's priority (attaching one
+                // JIT-compiles it) and only then drops to `SCHED_IDLE` and the
+                // idle I/O class, before its exec. Nothing else is allowed, so a
+                // task cannot raise itself.
+                let dword = |arg, value: u64| {
+                    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+                        .expect("valid condition")
+                };
+                rules.insert(
+                    libc::SYS_sched_setscheduler,
+                    vec![
+                        SeccompRule::new(vec![dword(0, 0), dword(1, libc::SCHED_IDLE as u64)])
+                            .expect("valid rule"),
+                    ],
+                );
+                // ioprio_set(IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << 13)
+                rules.insert(
+                    libc::SYS_ioprio_set,
+                    vec![
+                        SeccompRule::new(vec![dword(0, 1), dword(1, 0), dword(2, 3 << 13)])
+                            .expect("valid rule"),
+                    ],
+                );
             }
             (SeccompAction::KillProcess, SeccompAction::Allow)
         };

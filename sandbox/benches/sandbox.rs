@@ -139,6 +139,8 @@ fn main() {
         }
     }
 
+    cgroup_join();
+
     // `ASKEE_BENCH_ONLY=startup` stops here (the native start-up and its reference).
     if std::env::var("ASKEE_BENCH_ONLY").as_deref() == Ok("startup") {
         return;
@@ -258,4 +260,65 @@ fn main() {
         "wasm speed relative to native: {:.2}x",
         nn.as_secs_f64() / wn.as_secs_f64()
     );
+}
+
+/// Why workers join their cgroup through v1's `tasks`: a process moved through
+/// `cgroup.procs` (by pid or `0`) takes the kernel's global threadgroup lock,
+/// whose write side waits out an RCU grace period once it has gone cold; a
+/// thread moving itself through `tasks` skips it. Each join follows 100 ms of
+/// quiet, as a task start on an idle machine does; this thread moves back after
+/// each. v1 hosts only (v2 has no per-thread join of domain cgroups).
+fn cgroup_join() {
+    use askee_sandbox::cgroup::{CgroupLayout, TaskCgroup};
+    let Some(layout) = CgroupLayout::detect()
+        .ok()
+        .filter(|l| l.enforcing_version() == Some(1))
+    else {
+        println!("cgroup join: no v1 hierarchy enforcing, skipped");
+        return;
+    };
+    let cg = TaskCgroup::create(
+        &layout,
+        &format!("askee-bench-{}", std::process::id()),
+        &Limits::default(),
+    )
+    .expect("bench cgroup");
+    let tasks = cg.join_files();
+    let join = |files: &[PathBuf], name: &str| {
+        for f in files {
+            std::fs::write(f.with_file_name(name), "0").expect("join");
+        }
+    };
+    // The task cgroup's parents: this process's own cgroups.
+    let home: Vec<PathBuf> = tasks
+        .iter()
+        .map(|f| {
+            f.parent()
+                .and_then(Path::parent)
+                .expect("parent")
+                .join("tasks")
+        })
+        .collect();
+    let (mut procs_t, mut tasks_t) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        for (name, times) in [("cgroup.procs", &mut procs_t), ("tasks", &mut tasks_t)] {
+            // Quiet before the join, not synchronisation.
+            std::thread::sleep(Duration::from_millis(100));
+            let t = Instant::now();
+            join(&tasks, name);
+            times.push(t.elapsed());
+            // Back the same way (`cgroup.procs` moved every thread).
+            join(&home, name);
+        }
+    }
+    let n = tasks.len();
+    show(
+        &format!("join {n} v1 cgroups through cgroup.procs"),
+        procs_t,
+    );
+    show(
+        &format!("join {n} v1 cgroups through tasks (the worker's way)"),
+        tasks_t,
+    );
+    cg.remove().expect("remove bench cgroup");
 }

@@ -731,6 +731,16 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
                     let s = lock_spares();
                     s.any_wanted() && s.free.len() < FREE_CGROUPS
                 };
+                if keep {
+                    // Members killed at the task's end (a terminate, a wall-clock
+                    // kill, stragglers) may still be exiting: a killed outer
+                    // worker is reaped before its namespace's init has finished
+                    // tearing the namespace down. Bounded, off the task's path.
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    while cgroup.pids().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                }
                 match keep.then(|| cgroup.reset_for_reuse()) {
                     Some(Ok(true)) => lock_spares().free.push(cgroup),
                     other => {
@@ -1944,18 +1954,21 @@ extern "C" fn task_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `TaskExec` that `exec_task` keeps alive until this
     // child has exec'd or exited (CLONE_VFORK suspends it until then).
     let t = unsafe { &*(arg as *const TaskExec) };
-    lower_priority();
     let fail = |step: u64| {
         let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u64;
         t.failed.store(step << 32 | e, Ordering::SeqCst);
         // SAFETY: _exit ends this child without running the parent's destructors.
         unsafe { libc::_exit(127) }
     };
+    // The filters first, at the caller's priority (attaching one JIT-compiles
+    // it: the sandbox's work, not the task's), then `SCHED_IDLE`, which the
+    // native filter allows a process to set on itself and nothing more.
     for f in &t.filters[..t.filter_count] {
         if install_filter(f).is_err() {
             fail(1);
         }
     }
+    lower_priority();
     // SAFETY: prog, argv and envp are valid NULL-terminated C data owned by the
     // suspended parent.
     unsafe { libc::execve(t.prog, t.argv, t.envp) };
