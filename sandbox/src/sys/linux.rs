@@ -1897,7 +1897,9 @@ fn bpf(bytes: &[u8]) -> Vec<libc::sock_filter> {
 }
 
 /// Install a prebuilt filter plus the clone3 filter on every thread. Returns false
-/// when no filter was built for this target.
+/// when no filter was built for this target. (The wasm runtime's; a native task
+/// installs its filters in `task_child`.)
+#[cfg(feature = "wasm")]
 fn apply_seccomp(main: &[u8]) -> Result<bool, String> {
     if main.is_empty() {
         return Ok(false);
