@@ -923,9 +923,38 @@ async fn add_operator_key(
     ))
 }
 
+/// What the submissions of one request look up in the store, once each: a
+/// batch names the same operator key and module over and over.
+#[derive(Default)]
+struct SubmissionLookups {
+    key_owners: std::collections::HashMap<String, Option<String>>,
+    modules: std::collections::HashMap<String, bool>,
+}
+
+impl SubmissionLookups {
+    async fn key_owner(&mut self, state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
+        if let Some(owner) = self.key_owners.get(key) {
+            return Ok(owner.clone());
+        }
+        let owner = state.store.operator_of_key(key).await?;
+        self.key_owners.insert(key.to_owned(), owner.clone());
+        Ok(owner)
+    }
+
+    async fn module_exists(&mut self, state: &AppState, sha256: &str) -> Result<bool, ApiError> {
+        if let Some(&exists) = self.modules.get(sha256) {
+            return Ok(exists);
+        }
+        let exists = state.store.module_size(sha256).await?.is_some();
+        self.modules.insert(sha256.to_owned(), exists);
+        Ok(exists)
+    }
+}
+
 /// Checks one submission and turns it into a task record.
 async fn task_record(
     state: &AppState,
+    lookups: &mut SubmissionLookups,
     operator: &str,
     s: TaskSubmission,
     prefix: &str,
@@ -940,7 +969,7 @@ async fn task_record(
     };
     let key = b64::public_key(&s.operator_public_key)
         .map_err(|e| field("operator_public_key", e.to_string()))?;
-    match state.store.operator_of_key(&s.operator_public_key).await? {
+    match lookups.key_owner(state, &s.operator_public_key).await? {
         Some(owner) if owner == operator => {}
         _ => {
             return Err(field(
@@ -974,11 +1003,9 @@ async fn task_record(
             "must be 64 lower-case hex digits".into(),
         ));
     }
-    if state
-        .store
-        .module_size(&s.statement.module_sha256)
+    if !lookups
+        .module_exists(state, &s.statement.module_sha256)
         .await?
-        .is_none()
     {
         return Err(field(
             "statement.module_sha256",
@@ -1059,13 +1086,14 @@ async fn create(
     let now_ms = state.clock.now_ms();
     let mut records = Vec::with_capacity(submissions.len());
     let mut audits = Vec::with_capacity(submissions.len());
+    let mut lookups = SubmissionLookups::default();
     for (i, s) in submissions.into_iter().enumerate() {
         let prefix = if batch {
             format!("tasks[{i}].")
         } else {
             String::new()
         };
-        let r = task_record(state, operator, s, &prefix, now_ms).await?;
+        let r = task_record(state, &mut lookups, operator, s, &prefix, now_ms).await?;
         audits.push(draft(
             state,
             "task.submit",

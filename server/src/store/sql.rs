@@ -87,7 +87,28 @@ impl SqlStore {
                     .connect(&sqlite_url(url))
                     .await
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(10).connect(url).await,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(10)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // Every statement is prepared, and planning them
+                            // anew per call (PostgreSQL's default for the
+                            // first five and whenever a custom plan looks
+                            // cheaper) took 15% of the database's CPU under
+                            // the coordinator benchmark. Our queries are key
+                            // lookups and short scans whose plans do not depend
+                            // on the values; partial indexes are matched on
+                            // literals in the SQL, not on parameters.
+                            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await
+            }
         }
         .map_err(|source| StoreError::Open {
             url: redact(url),
@@ -137,11 +158,17 @@ impl SqlStore {
         }
     }
 
-    /// `FOR UPDATE` on PostgreSQL; SQLite's write transaction is exclusive.
+    /// A row lock for a writer on PostgreSQL; SQLite's write transaction is
+    /// exclusive. `FOR NO KEY UPDATE`, not `FOR UPDATE`: writers still exclude
+    /// each other, but the `FOR KEY SHARE` lock a foreign-key check takes on
+    /// the referenced row (every node event, assignment and report names its
+    /// node and task) does not wait for them, nor they for it. With `FOR
+    /// UPDATE` a lease's fold of its node waited for every report batch in
+    /// flight that named the node: 4.7 ms per fold at 16 agents.
     fn for_update(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
+            Backend::Postgres => " FOR NO KEY UPDATE",
         }
     }
 }
