@@ -25,6 +25,10 @@ struct Cli {
         global = true
     )]
     database_url: String,
+    /// PostgreSQL connections of this process (default: its CPUs plus one;
+    /// raise it when the database runs on a larger machine).
+    #[arg(long, env = "ASKEE_DB_POOL", global = true)]
+    db_pool: Option<u32>,
     /// Directory holding the coordinator's signing keys (mode 0600).
     #[arg(long, env = "ASKEE_DATA_DIR", default_value = ".askee", global = true)]
     data_dir: PathBuf,
@@ -170,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crawl,
             tuf_repo,
         } => {
-            let store = store::open(&cli.database_url)
+            let store = store::open_with(&cli.database_url, cli.db_pool)
                 .await
                 .with_context(|| format!("opening {}", cli.database_url))?;
             let mut cfg = config(&cli, Some(*listen));
@@ -213,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator {
             command: OperatorCommand::Create { name, public_key },
         } => {
-            let store = store::open(&cli.database_url).await?;
+            let store = store::open_with(&cli.database_url, cli.db_pool).await?;
             let state = askee_server::state(config(&cli, None), store, Clock::System)?;
             let credential = new_operator(&state, name).await?;
             if let Some(public_key) = public_key {
@@ -236,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let store = store::open(&cli.database_url).await?;
+            let store = store::open_with(&cli.database_url, cli.db_pool).await?;
             let cfg = config(&cli, None);
             let keys = keys::load_or_create(&cfg.data_dir, 0, i64::MAX / 4)?;
             let (size, findings) =
@@ -255,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Discover(args) => {
-            let store = store::open(&cli.database_url).await?;
+            let store = store::open_with(&cli.database_url, cli.db_pool).await?;
             let state = askee_server::state(config(&cli, None), store, Clock::System)?;
             let (summary, elapsed) = askee_server::discovery::cli::run(state, args).await?;
             if args.json {

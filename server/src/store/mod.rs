@@ -16,7 +16,7 @@ mod sql;
 
 pub use coord::*;
 
-pub use sql::{SqlStore, open};
+pub use sql::{SqlStore, default_pool_size, open, open_with};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

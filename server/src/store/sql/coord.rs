@@ -1534,83 +1534,89 @@ impl CoordinatorStore for SqlStore {
             // Candidates were read without locks; each one taken is locked
             // now (PostgreSQL: `SKIP LOCKED`, so a task another server is
             // leasing or a report is deciding is passed over, never waited
-            // on) and checked again, so only the tasks taken are locked, and
-            // only from here to commit.
-            let picked: Vec<TaskRecord> = ranked
-                .into_iter()
-                .take(q.max_tasks as usize)
-                .map(|(_, t, _)| t)
-                .collect();
+            // on, and rounds cannot deadlock) and checked again, so only the
+            // tasks taken are locked, and only from here to commit. In rounds:
+            // for each candidate passed over the next in rank order is tried,
+            // until the node has `max_tasks` or the window is used up (one
+            // round took about half: every leaser looks at the oldest tasks,
+            // which reports are deciding meanwhile).
+            let mut queue: std::collections::VecDeque<TaskRecord> =
+                ranked.into_iter().map(|(_, t, _)| t).collect();
             let mut out = Vec::new();
-            if picked.is_empty() {
-                return Ok(out);
-            }
-            let ids: Vec<String> = (0..picked.len()).map(|k| format!("${}", k + 2)).collect();
-            let lock_sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) AND state = 'pending' \
-                 AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
-                 WHERE a.task_id = tasks.task_id AND a.node_key = $1) ORDER BY task_id{skip_locked}",
-                ids.join(", ")
-            );
-            let mut query = sqlx::query(&lock_sql).bind(q.node_key);
-            for t in &picked {
-                query = query.bind(&t.task_id);
-            }
-            let mut locked: BTreeMap<String, TaskRecord> = BTreeMap::new();
-            for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
-                let t = task_from(&r, OP)?;
-                locked.insert(t.task_id.clone(), t);
-            }
-            // Ranked order; the choice is made again on the locked row.
             let mut shared = Vec::new();
-            for candidate in picked {
-                let Some(mut t) = locked.remove(&candidate.task_id) else {
-                    continue;
-                };
-                let choice = (q.choose)(&t);
-                if choice == LeaseChoice::Skip {
-                    continue;
+            while out.len() < q.max_tasks as usize && !queue.is_empty() {
+                let want = (q.max_tasks as usize - out.len()).min(queue.len());
+                let picked: Vec<TaskRecord> = queue.drain(..want).collect();
+                let ids: Vec<String> =
+                    (0..picked.len()).map(|k| format!("${}", k + 2)).collect();
+                let lock_sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) AND state = 'pending' \
+                     AND replicas_active < replicas_wanted AND NOT EXISTS (SELECT 1 FROM assignments a \
+                     WHERE a.task_id = tasks.task_id AND a.node_key = $1) ORDER BY task_id{skip_locked}",
+                    ids.join(", ")
+                );
+                let mut query = sqlx::query(&lock_sql).bind(q.node_key);
+                for t in &picked {
+                    query = query.bind(&t.task_id);
                 }
-                let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
-                t.replicas_active += 1;
-                t.replicas_total += 1;
-                if alone {
-                    t.replicas_wanted = 1;
-                    t.trusted_node = Some(q.node_key.to_owned());
-                    sqlx::query(
-                        "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
-                         replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
-                    )
-                    .bind(&t.task_id)
-                    .bind(i64::from(t.replicas_active))
-                    .bind(i64::from(t.replicas_total))
-                    .bind(i64::from(t.replicas_wanted))
-                    .bind(&t.trusted_node)
-                    .execute(w.conn())
-                    .await
-                    .map_err(db(OP))?;
-                } else {
-                    shared.push(t.task_id.clone());
+                let mut locked: BTreeMap<String, TaskRecord> = BTreeMap::new();
+                for r in query.fetch_all(w.conn()).await.map_err(db(OP))? {
+                    let t = task_from(&r, OP)?;
+                    locked.insert(t.task_id.clone(), t);
                 }
-                out.push((
-                    AssignmentRecord {
-                        assignment_id: (q.new_id)(),
-                        task_id: t.task_id.clone(),
-                        node_key: q.node_key.to_owned(),
-                        state: AssignmentState::Leased,
-                        leased_at: q.now,
-                        lease_expires_at: q.lease_expires_at,
-                        status: None,
-                        result_digest: None,
-                        signature: None,
-                        exit_code: None,
-                        stdout: None,
-                        failure: None,
-                        verdict: None,
-                        reported_at_ms: None,
-                    },
-                    t,
-                ));
+                // Ranked order; the choice is made again on the locked row.
+                for candidate in picked {
+                    let Some(mut t) = locked.remove(&candidate.task_id) else {
+                        continue;
+                    };
+                    let choice = (q.choose)(&t);
+                    if choice == LeaseChoice::Skip {
+                        continue;
+                    }
+                    let alone = choice == LeaseChoice::TakeAlone && t.replicas_total == 0;
+                    t.replicas_active += 1;
+                    t.replicas_total += 1;
+                    if alone {
+                        t.replicas_wanted = 1;
+                        t.trusted_node = Some(q.node_key.to_owned());
+                        sqlx::query(
+                            "UPDATE tasks SET replicas_active = $2, replicas_total = $3, \
+                             replicas_wanted = $4, trusted_node = $5 WHERE task_id = $1",
+                        )
+                        .bind(&t.task_id)
+                        .bind(i64::from(t.replicas_active))
+                        .bind(i64::from(t.replicas_total))
+                        .bind(i64::from(t.replicas_wanted))
+                        .bind(&t.trusted_node)
+                        .execute(w.conn())
+                        .await
+                        .map_err(db(OP))?;
+                    } else {
+                        shared.push(t.task_id.clone());
+                    }
+                    out.push((
+                        AssignmentRecord {
+                            assignment_id: (q.new_id)(),
+                            task_id: t.task_id.clone(),
+                            node_key: q.node_key.to_owned(),
+                            state: AssignmentState::Leased,
+                            leased_at: q.now,
+                            lease_expires_at: q.lease_expires_at,
+                            status: None,
+                            result_digest: None,
+                            signature: None,
+                            exit_code: None,
+                            stdout: None,
+                            failure: None,
+                            verdict: None,
+                            reported_at_ms: None,
+                        },
+                        t,
+                    ));
+                }
+            }
+            if out.is_empty() {
+                return Ok(out);
             }
             // One statement each for the replicas' rows and the counts of
             // the tasks shared with other replicas.
