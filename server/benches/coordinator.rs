@@ -7,7 +7,8 @@
 //! 3. assignment (lease) latency p50/p99 with 100,000 registered nodes.
 //!
 //! Run: `cargo bench -p askee-server --bench coordinator`.
-//! Environment: ASKEE_BENCH_TASKS (default 3000), ASKEE_BENCH_AGENTS
+//! Environment: ASKEE_BENCH_TASKS (default 10000: shorter runs are weighed
+//! down by the agents' start, registration and bootstrapping), ASKEE_BENCH_AGENTS
 //! (default 16), ASKEE_BENCH_ADAPTIVE_TASKS (default 10000),
 //! ASKEE_BENCH_NODES (default 100000), ASKEE_BENCH_ONLY (a scenario name:
 //! sqlite, postgres, adaptive, lease), ASKEE_BENCH_LEASE_BATCH (assignments
@@ -270,7 +271,7 @@ async fn lease_latency(label: &str, url: &str, nodes: usize) {
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tasks = env("ASKEE_BENCH_TASKS", 3000);
+    let tasks = env("ASKEE_BENCH_TASKS", 10_000);
     let agents = env("ASKEE_BENCH_AGENTS", 16);
     let nodes = env("ASKEE_BENCH_NODES", 100_000);
     rt.block_on(async {
