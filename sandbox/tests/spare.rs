@@ -27,6 +27,24 @@ fn own_cgroups() -> Vec<PathBuf> {
         .collect()
 }
 
+/// This process's worker children: the spares waiting, and the workers of
+/// tasks not yet waited for.
+fn worker_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let ppid = rest.split(' ').nth(1)?;
+            (head.ends_with("(askee-worker") && ppid == me)
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 #[test]
 fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,13 +68,21 @@ fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox
         );
     }
 
+    let spare = worker_children();
+    assert_eq!(spare.len(), 1, "one spare worker waits: {spare:?}");
+
     // The spare's cgroup starts with the default 256 MiB; the task's 64 MiB holds.
     let mut spec = TaskSpec::native(&balloon);
     spec.args = vec!["balloon".into()];
     spec.limits = limits();
     let task = sb.spawn(&spec).unwrap();
-    assert_eq!(sb.spares_ready(), 0, "the task took the spare");
     let (out, confinement) = task.wait().unwrap();
+    // The spare became the task's worker and was reaped with it; a spare left
+    // unused would still be waiting. (Its replacement has another pid.)
+    assert!(
+        !worker_children().contains(&spare[0]),
+        "the task ran in the spare worker"
+    );
     if enforcing {
         assert_eq!(out.kill_reason(), Some(KillReason::Memory), "{out:?}");
         assert!(
