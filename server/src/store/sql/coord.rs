@@ -489,20 +489,13 @@ impl ReportCtx {
             .collect();
         for chunk in changed.chunks(50) {
             // `VALUES` columns are column1… on both SQLite and PostgreSQL.
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| {
-                    let b = 10 * k;
-                    let p: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "UPDATE assignments SET state = v.column2, status = v.column3, \
                  result_digest = v.column4, signature = v.column5, exit_code = v.column6, \
                  stdout = v.column7, failure = v.column8, verdict = v.column9, \
                  reported_at_ms = v.column10 FROM (VALUES {}) AS v \
                  WHERE assignments.assignment_id = v.column1",
-                values.join(", ")
+                value_rows(chunk.len(), 10)
             );
             let mut q = sqlx::query(&sql);
             for a in chunk {
@@ -536,13 +529,6 @@ impl ReportCtx {
         let changed: Vec<&TaskRecord> = dirty.iter().filter_map(|id| self.tasks.get(id)).collect();
         for chunk in changed.chunks(50) {
             // `VALUES` columns are column1… on both SQLite and PostgreSQL.
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| {
-                    let b = 9 * k;
-                    let p: Vec<String> = (1..=9).map(|c| format!("${}", b + c)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "UPDATE tasks SET state = v.column2, replicas_wanted = v.column3, \
                  replicas_active = v.column4, results_received = v.column5, \
@@ -550,7 +536,7 @@ impl ReportCtx {
                  audit_index = v.column9, updated_ms = ${} FROM (VALUES {}) AS v \
                  WHERE tasks.task_id = v.column1",
                 9 * chunk.len() + 1,
-                values.join(", ")
+                value_rows(chunk.len(), 9)
             );
             let mut q = sqlx::query(&sql);
             for t in chunk {
@@ -569,6 +555,18 @@ impl ReportCtx {
         }
         Ok(())
     }
+}
+
+/// `rows` rows of `cols` placeholders for a multi-row `VALUES` list, numbered
+/// from `$1` row by row: `($1, $2), ($3, $4)`.
+fn value_rows(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let p: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A node's consecutive events of one kind, stored as one row.
@@ -1751,15 +1749,9 @@ impl CoordinatorStore for SqlStore {
             ctx.flush_assignments(w.conn(), OP).await?;
             // Counter changes as node events: no other node's row is locked.
             for chunk in event_runs(&ctx.events).chunks(150) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|k| {
-                        let b = 4 * k;
-                        format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
-                    })
-                    .collect();
                 let sql = format!(
                     "INSERT INTO node_events (node_key, kind, created_ms, times) VALUES {}",
-                    values.join(", ")
+                    value_rows(chunk.len(), 4)
                 );
                 let mut q = sqlx::query(&sql);
                 for run in chunk {
@@ -2082,6 +2074,12 @@ mod tests {
 
     fn ev(node: &str, kind: &'static str, at: i64) -> (String, &'static str, i64) {
         (node.to_owned(), kind, at)
+    }
+
+    #[test]
+    fn value_rows_number_placeholders_row_by_row() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
     }
 
     #[test]
