@@ -360,7 +360,8 @@ impl TaskCgroup {
 
     /// v2: enable controllers for children of `parent` (moving this process into a leaf
     /// when the "no internal processes" rule requires it), create `parent/name` and write
-    /// `cpu.max`, `memory.max`, `memory.high`, `memory.swap.max`, `pids.max`, `cpu.idle`.
+    /// `cpu.max`, `memory.max`, `memory.high`, `memory.swap.max`, `pids.max`, and
+    /// `cpu.idle` (a new cgroup is idle until [`TaskCgroup::set_idle`] says otherwise).
     pub fn create_v2(parent: &Path, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
         let subtree = parent.join("cgroup.subtree_control");
         let enabled = fs::read_to_string(&subtree).unwrap_or_default();
@@ -395,6 +396,7 @@ impl TaskCgroup {
         mkdir(&dir)?;
         let cg = TaskCgroup::V2 { dir };
         cg.apply_limits(limits)?;
+        cg.set_idle(true)?;
         Ok(cg)
     }
 
@@ -415,7 +417,6 @@ impl TaskCgroup {
                 write_if_present(dir.join("memory.swap.max"), "0")?;
                 write_if_present(dir.join("memory.oom.group"), "1")?;
                 write(dir.join("pids.max"), &limits.pids.to_string())?;
-                write_if_present(dir.join("cpu.idle"), "1")?;
             }
             TaskCgroup::V1 { dirs } => {
                 if let Some(d) = dirs.get("cpu") {
@@ -424,7 +425,6 @@ impl TaskCgroup {
                         d.join("cpu.cfs_quota_us"),
                         &cpu_quota_us(limits.cpu_percent).to_string(),
                     )?;
-                    write_if_present(d.join("cpu.idle"), "1")?;
                 }
                 if let Some(d) = dirs.get("memory") {
                     let bytes = limits.memory_bytes.to_string();
@@ -471,7 +471,33 @@ impl TaskCgroup {
         }
         let cg = TaskCgroup::V1 { dirs };
         cg.apply_limits(limits)?;
+        cg.set_idle(true)?;
         Ok(cg)
+    }
+
+    /// Make the whole cgroup idle for the scheduler (`cpu.idle`, where the kernel
+    /// has it: v2, and v1's cpu controller), or not; false when there is no such
+    /// file.
+    ///
+    /// A process's own `SCHED_IDLE` ranks it only inside its cgroup: the cgroup
+    /// itself competes with the volunteer's processes at full weight unless it
+    /// is idle. The sandbox's own set-up runs in the same cgroup, so the sandbox
+    /// lifts this while it sets a task up and tears it down, and sets it (through
+    /// [`TaskCgroup::idle_file`], opened for the worker) while the task runs.
+    pub fn set_idle(&self, idle: bool) -> Result<bool, CgroupError> {
+        match self.idle_file() {
+            Some(file) => write_if_present(file, if idle { "1" } else { "0" }),
+            None => Ok(false),
+        }
+    }
+
+    /// The `cpu.idle` file, where the kernel has one.
+    pub fn idle_file(&self) -> Option<PathBuf> {
+        let file = match self {
+            TaskCgroup::V2 { dir } => dir.join("cpu.idle"),
+            TaskCgroup::V1 { dirs } => dirs.get("cpu")?.join("cpu.idle"),
+        };
+        file.exists().then_some(file)
     }
 
     /// The files a single-threaded process writes `0` into to join the cgroup

@@ -46,7 +46,18 @@ fn v2_limits_freeze_and_usage_files() {
         ((100u64 << 20) / 10 * 9).to_string()
     );
     assert_eq!(read(&dir.join("pids.max")), "7");
+    assert_eq!(read(&dir.join("cpu.idle")), "1", "a new cgroup is idle");
+    // Lifted for the sandbox's set-up and tear-down, set again for the task.
+    assert!(cg.set_idle(false).unwrap());
+    assert_eq!(read(&dir.join("cpu.idle")), "0");
+    cg.set_idle(true).unwrap();
     assert_eq!(read(&dir.join("cpu.idle")), "1");
+    cg.apply_limits(&limits()).unwrap();
+    assert_eq!(
+        read(&dir.join("cpu.idle")),
+        "1",
+        "limits leave idleness alone"
+    );
     assert!(
         !dir.join("memory.swap.max").exists(),
         "absent files are not created"
@@ -94,8 +105,14 @@ fn v1_limits_files() {
     let layout = CgroupLayout::from_proc(&mi, "4:memory:/\n8:pids:/\n1:cpu:/\n6:freezer:/\n");
     assert_eq!(layout.mode, CgroupMode::Legacy);
     assert_eq!(layout.enforcing_version(), Some(1));
+    // cpu.idle exists in v1's cpu controller too when the kernel has it.
+    fs::create_dir(root.path().join("cpu/t")).unwrap();
+    fs::write(root.path().join("cpu/t/cpu.idle"), "0").unwrap();
     let cg = TaskCgroup::create(&layout, "t", &limits()).unwrap();
     let p = root.path();
+    assert_eq!(read(&p.join("cpu/t/cpu.idle")), "1", "a new cgroup is idle");
+    assert!(cg.set_idle(false).unwrap());
+    assert_eq!(read(&p.join("cpu/t/cpu.idle")), "0");
     assert_eq!(read(&p.join("cpu/t/cpu.cfs_quota_us")), "50000");
     assert_eq!(read(&p.join("cpu/t/cpu.cfs_period_us")), "100000");
     assert_eq!(

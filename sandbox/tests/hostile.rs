@@ -227,9 +227,31 @@ fn the_task_sees_its_own_host_name_and_cannot_change_it() {
     );
 }
 
-/// The task gives way to everything else (`SCHED_IDLE`, idle I/O class); the
-/// sandbox's own processes run at the caller's priority where it may raise them
-/// (root), so its set-up and teardown are not starved either.
+/// The `cpu.idle` of the task cgroup that `pid` is in, where the kernel has it.
+fn cgroup_idle_of(pid: i32) -> Option<String> {
+    let layout = askee_sandbox::cgroup::CgroupLayout::detect().ok()?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (base, line) = match layout.v1_dirs.get("cpu") {
+        Some(d) => (
+            d.clone(),
+            text.lines().find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|cs| cs.split(',').any(|c| c == "cpu"))
+            })?,
+        ),
+        None => (layout.v2_dir?, text.lines().find(|l| l.starts_with("0::"))?),
+    };
+    let name = line.rsplit('/').next()?;
+    let v = std::fs::read_to_string(base.join(name).join("cpu.idle")).ok()?;
+    Some(v.trim().to_string())
+}
+
+/// The task gives way to everything else (`SCHED_IDLE`, idle I/O class, and its
+/// cgroup idle where the kernel has `cpu.idle`: a process's own policy ranks it
+/// only within its cgroup); the sandbox's own processes run at the caller's
+/// priority where it may raise them (root), so its set-up and teardown are not
+/// starved either.
 #[test]
 fn only_the_task_runs_at_idle_priority() {
     let e = env();
@@ -260,6 +282,9 @@ fn only_the_task_runs_at_idle_priority() {
         if s.contains("(prog)") {
             assert_eq!(policy, libc::SCHED_IDLE, "the task's policy: {s}");
             assert_eq!(io_class, 3, "the task's I/O class: {s}");
+            if let Some(idle) = cgroup_idle_of(p) {
+                assert_eq!(idle, "1", "the task's cgroup is idle while it runs");
+            }
             seen += 1;
         } else if root {
             assert_ne!(policy, libc::SCHED_IDLE, "a sandbox process: {s}");

@@ -361,19 +361,21 @@ impl Started {
 
 /// A spare: a worker at `SCHED_IDLE` in the cgroup it will run its task in (an
 /// ended task's, reset, or a new one; default limits until its task's are
-/// written).
+/// written), which is idle until the spare is taken.
 fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
     let cgroup = cached_layout()
         .filter(|l| l.enforcing_version().is_some())
-        .and_then(|l| match task_cgroup(l, &crate::types::Limits::default()) {
-            Ok(c) => Some(c),
-            // The task's cgroup is then made when it arrives.
-            Err(e) => {
-                tracing::warn!(error = %e, "preparing a spare worker's cgroup");
-                None
-            }
-        });
-    match start_worker(worker, true, cgroup.as_ref()) {
+        .and_then(
+            |l| match task_cgroup(l, &crate::types::Limits::default(), true) {
+                Ok(c) => Some(c),
+                // The task's cgroup is then made when it arrives.
+                Err(e) => {
+                    tracing::warn!(error = %e, "preparing a spare worker's cgroup");
+                    None
+                }
+            },
+        );
+    match start_worker(worker, true, cgroup.as_ref(), cgroup.as_ref()) {
         Ok(w) => Ok(Started { cgroup, ..w }),
         Err(e) => {
             if let Some(c) = cgroup {
@@ -384,29 +386,49 @@ fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
     }
 }
 
-/// A cgroup for a task with `limits`: an ended task's cgroup kept for reuse
-/// when there is one (no creation, and no cgroup lock held up by an earlier
-/// removal's offlining), else a new one.
+/// A cgroup for a task with `limits`, `idle` for a spare (see
+/// [`TaskCgroup::set_idle`]): an ended task's cgroup kept for reuse when there
+/// is one (no creation, and no cgroup lock held up by an earlier removal's
+/// offlining), else a new one.
 fn task_cgroup(
     layout: &CgroupLayout,
     limits: &crate::types::Limits,
+    idle: bool,
 ) -> Result<TaskCgroup, crate::cgroup::CgroupError> {
     let reused = lock_spares().free.pop();
-    if let Some(c) = reused {
-        match c.apply_limits(limits) {
-            Ok(()) => return Ok(c),
+    let c = match reused {
+        Some(c) => match c.apply_limits(limits) {
+            Ok(()) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "limits for a reused task cgroup");
                 let _ = c.remove();
+                return task_cgroup(layout, limits, idle);
             }
+        },
+        None => {
+            let name = format!(
+                "askee-{}-{}",
+                std::process::id(),
+                TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            // Made idle.
+            let c = TaskCgroup::create(layout, &name, limits)?;
+            if idle {
+                return Ok(c);
+            }
+            c
         }
+    };
+    set_idle(&c, idle);
+    Ok(c)
+}
+
+/// [`TaskCgroup::set_idle`]; a failure leaves the scheduling as it was (the
+/// task's own processes are at `SCHED_IDLE` regardless).
+fn set_idle(cgroup: &TaskCgroup, idle: bool) {
+    if let Err(e) = cgroup.set_idle(idle) {
+        tracing::warn!(error = %e, idle, "cpu.idle of a task cgroup");
     }
-    let name = format!(
-        "askee-{}-{}",
-        std::process::id(),
-        TASK_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    TaskCgroup::create(layout, &name, limits)
 }
 
 /// Exec `worker` with piped stdio and the report pipe as its fd 3; a spare
@@ -418,8 +440,19 @@ fn start_worker(
     worker: &Path,
     idle: bool,
     cgroup: Option<&TaskCgroup>,
+    task_cgroup: Option<&TaskCgroup>,
 ) -> Result<Started, SandboxError> {
     let (report_r, report_w) = pipe()?;
+    // Opened here, where the cgroup's files may be written; a failure only
+    // leaves the cgroup's idleness to the sandbox (the task's processes are at
+    // `SCHED_IDLE` regardless).
+    let idle_fd = task_cgroup.and_then(TaskCgroup::idle_file).and_then(|f| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .inspect_err(|e| tracing::warn!(error = %e, file = %f.display(), "opening cpu.idle"))
+            .ok()
+    });
     let mut env = Vec::new();
     if idle {
         let user = crate::probe::probe_cached().user_namespaces;
@@ -431,11 +464,15 @@ fn start_worker(
     if let Some(c) = cgroup {
         env.push((CGROUP_JOIN_ENV, join_env(&c.join_files())));
     }
-    let child =
-        Worker::spawn(worker, &env, idle, report_w).map_err(|source| SandboxError::Spawn {
+    if idle_fd.is_some() {
+        env.push((IDLE_FD_ENV, OsString::from(IDLE_FD.to_string())));
+    }
+    let child = Worker::spawn(worker, &env, idle, report_w, idle_fd.map(OwnedFd::from)).map_err(
+        |source| SandboxError::Spawn {
             path: worker.to_path_buf(),
             source,
-        })?;
+        },
+    )?;
     Ok(Started {
         child,
         report_r,
@@ -458,13 +495,15 @@ struct Worker {
 }
 
 impl Worker {
-    /// Exec `path` with only `env`, stdin, stdout and stderr piped and
-    /// `report_w` as fd 3; at `SCHED_IDLE` when `idle`.
+    /// Exec `path` with only `env`, stdin, stdout and stderr piped,
+    /// `report_w` as fd 3 and `idle_fd` as [`IDLE_FD`]; at `SCHED_IDLE` when
+    /// `idle`.
     fn spawn(
         path: &Path,
         env: &[(&str, OsString)],
         idle: bool,
         report_w: OwnedFd,
+        idle_fd: Option<OwnedFd>,
     ) -> std::io::Result<Worker> {
         let sys = |e: SandboxError| match e {
             SandboxError::Io { source, .. } => source,
@@ -476,8 +515,17 @@ impl Worker {
         // The child's ends, moved above the numbers they are put on, so no
         // `dup2` in the list below overwrites another's source (and none is a
         // `dup2` onto itself, which would keep its close-on-exec flag).
-        let mut high = Vec::with_capacity(4);
-        for fd in [&stdin_r, &stdout_w, &stderr_w, &report_w] {
+        let mut high = Vec::with_capacity(5);
+        for fd in [
+            Some(&stdin_r),
+            Some(&stdout_w),
+            Some(&stderr_w),
+            Some(&report_w),
+            idle_fd.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             // SAFETY: F_DUPFD_CLOEXEC on an open fd we own.
             let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
             if d < 0 {
@@ -486,7 +534,7 @@ impl Worker {
             // SAFETY: fcntl returned a new fd that nothing else owns.
             high.push(unsafe { OwnedFd::from_raw_fd(d) });
         }
-        drop((stdin_r, stdout_w, stderr_w, report_w));
+        drop((stdin_r, stdout_w, stderr_w, report_w, idle_fd));
         let program = cstr(path);
         let argv = [program.as_ptr(), std::ptr::null()];
         let env_c: Vec<CString> = env
@@ -601,6 +649,15 @@ impl Worker {
 /// line (a path with a newline would fail to join early and be joined at the
 /// request, which names the files again).
 const CGROUP_JOIN_ENV: &str = "ASKEE_WORKER_CGROUP_JOIN";
+
+/// Set when the worker's fd [`IDLE_FD`] is its task cgroup's `cpu.idle`,
+/// opened by the sandbox: the sandbox's init makes the cgroup idle as its task
+/// starts and lifts that as the task ends ([`TaskCgroup::set_idle`]), so the
+/// set-up and tear-down around it run at the caller's priority.
+const IDLE_FD_ENV: &str = "ASKEE_WORKER_IDLE_FD";
+
+/// The worker's fd for its cgroup's `cpu.idle` (after the report pipe, fd 3).
+const IDLE_FD: RawFd = 4;
 
 fn join_env(files: &[PathBuf]) -> OsString {
     let mut v = OsString::new();
@@ -941,6 +998,7 @@ pub fn spawn(
         match w.cgroup.take() {
             Some(cg) => match cg.apply_limits(&cg_limits) {
                 Ok(()) => {
+                    set_idle(&cg, false);
                     ready_cgroup = Some(cg);
                     spare = Some(w);
                 }
@@ -971,15 +1029,17 @@ pub fn spawn(
     }
     let cgroup = match (ready_cgroup, cached_layout()) {
         (Some(c), _) => Some(c),
-        (None, Some(l)) if l.enforcing_version().is_some() => match task_cgroup(l, &cg_limits) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                if let Some(w) = spare.take() {
-                    w.discard();
+        (None, Some(l)) if l.enforcing_version().is_some() => {
+            match task_cgroup(l, &cg_limits, false) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if let Some(w) = spare.take() {
+                        w.discard();
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
-        },
+        }
         _ => {
             tracing::warn!("no usable cgroup hierarchy: limits rely on rlimits only");
             None
@@ -1010,7 +1070,7 @@ pub fn spawn(
     })?;
     let started = match spare {
         Some(w) => Ok(w),
-        None => start_worker(worker, false, None),
+        None => start_worker(worker, false, None, cgroup.as_ref()),
     };
     let Started {
         mut child,
@@ -1340,6 +1400,15 @@ pub fn worker_main() -> i32 {
     let mut rep = unsafe { File::from_raw_fd(3) };
     // SAFETY: setting FD_CLOEXEC on our own fd 3.
     unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut idle = std::env::var_os(IDLE_FD_ENV).map(|_| {
+        // SAFETY: the parent installed its cgroup's cpu.idle as this fd before
+        // exec and says so in the environment; taken here, once, and kept from
+        // the task by FD_CLOEXEC.
+        unsafe {
+            libc::fcntl(IDLE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            File::from_raw_fd(IDLE_FD)
+        }
+    });
     // A spare makes what it can before its request (see `EARLY_NAMESPACES`); if
     // that fails, the namespaces are made with the others below.
     let spare = std::env::var_os(EARLY_NAMESPACES_ENV);
@@ -1460,7 +1529,7 @@ pub fn worker_main() -> i32 {
                 r
             }
         };
-        let code = match inner(&req, &mut rep, namespaces) {
+        let code = match inner(&req, &mut rep, namespaces, &mut idle) {
             Ok(code) => code,
             Err((stage, message)) => fail(&mut rep, &stage, message),
         };
@@ -1597,7 +1666,20 @@ fn st<E: std::fmt::Display>(stage: &str) -> impl Fn(E) -> Stage + '_ {
     move |e| (stage.to_string(), e.to_string())
 }
 
-fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result<i32, Stage> {
+/// The task's cgroup made idle, or not, through `file` ([`IDLE_FD`]); best
+/// effort, as without the file.
+fn cgroup_idle(file: &mut Option<File>, idle: bool) {
+    if let Some(f) = file {
+        let _ = f.write_all(if idle { b"1" } else { b"0" });
+    }
+}
+
+fn inner(
+    req: &WorkerRequest,
+    rep: &mut File,
+    namespaces: Vec<String>,
+    idle: &mut Option<File>,
+) -> Result<i32, Stage> {
     let root = &req.root_dir;
     mount(
         None,
@@ -1726,10 +1808,20 @@ fn inner(req: &WorkerRequest, rep: &mut File, namespaces: Vec<String>) -> Result
                     .map(|a| CString::new(a.as_str()).unwrap_or_default()),
             );
             let child = exec_task(c"/prog", &argv)?;
+            // The task runs now (at `SCHED_IDLE` since before its exec): its
+            // whole cgroup is idle until it has exited and this process tears
+            // the sandbox down.
+            cgroup_idle(idle, true);
             report(rep, &WorkerReport::Confined(applied));
-            Ok(reap_until(child, rep))
+            let code = reap_until(child, rep);
+            cgroup_idle(idle, false);
+            Ok(code)
         }
         WorkerMode::Wasm { module_hash, .. } => {
+            // This process runs the module: idle from here to its end, and the
+            // means to lift that do not stay with the module's runtime.
+            cgroup_idle(idle, true);
+            *idle = None;
             lower_priority();
             run_wasm(req, rep, applied, artifact, *module_hash)
         }
