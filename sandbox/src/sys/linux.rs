@@ -35,7 +35,6 @@ pub const WASM_RUNTIME_OVERHEAD: u64 = 96 << 20;
 
 static SECCOMP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_wasm.bpf"));
 static SECCOMP_NATIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_native.bpf"));
-static SECCOMP_CLONE3: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_clone3.bpf"));
 
 // ---------------------------------------------------------------------------
 // small helpers
@@ -1988,18 +1987,15 @@ fn bpf(bytes: &[u8]) -> Vec<libc::sock_filter> {
         .collect()
 }
 
-/// Install a prebuilt filter plus the clone3 filter on every thread. Returns false
-/// when no filter was built for this target. (The wasm runtime's; a native task
-/// installs its filters in `task_child`.)
+/// Install a prebuilt filter on every thread. Returns false when no filter was
+/// built for this target. (The wasm runtime's; a native task installs its
+/// filter in `task_child`.)
 #[cfg(feature = "wasm")]
-fn apply_seccomp(main: &[u8]) -> Result<bool, String> {
-    if main.is_empty() {
+fn apply_seccomp(filter: &[u8]) -> Result<bool, String> {
+    if filter.is_empty() {
         return Ok(false);
     }
-    // The clone3 filter first: the main filter does not allow seccomp(2) itself.
-    for f in [bpf(SECCOMP_CLONE3), bpf(main)] {
-        install_filter(&fprog(&f)).map_err(|e| e.to_string())?;
-    }
+    install_filter(&fprog(&bpf(filter))).map_err(|e| e.to_string())?;
     Ok(true)
 }
 
@@ -2035,8 +2031,8 @@ fn install_filter(prog: &libc::sock_fprog) -> Result<(), std::io::Error> {
 /// What the task's process needs between `clone` and `execve`, made ready
 /// before: it shares this process's memory, so it must not allocate.
 struct TaskExec {
-    filters: [libc::sock_fprog; 2],
-    filter_count: usize,
+    /// The native filter, when one was built for this target.
+    filter: Option<libc::sock_fprog>,
     prog: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -2054,13 +2050,13 @@ extern "C" fn task_child(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: _exit ends this child without running the parent's destructors.
         unsafe { libc::_exit(127) }
     };
-    // The filters first, at the caller's priority (attaching one JIT-compiles
+    // The filter first, at the caller's priority (attaching it JIT-compiles
     // it: the sandbox's work, not the task's), then `SCHED_IDLE`, which the
     // native filter allows a process to set on itself and nothing more.
-    for f in &t.filters[..t.filter_count] {
-        if install_filter(f).is_err() {
-            fail(1);
-        }
+    if let Some(f) = &t.filter
+        && install_filter(f).is_err()
+    {
+        fail(1);
     }
     lower_priority();
     // SAFETY: prog, argv and envp are valid NULL-terminated C data owned by the
@@ -2077,11 +2073,9 @@ fn exec_task(prog: &std::ffi::CStr, argv: &[CString]) -> Result<i32, Stage> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let clone3 = bpf(SECCOMP_CLONE3);
-    let main = bpf(SECCOMP_NATIVE);
+    let filter = bpf(SECCOMP_NATIVE);
     let t = TaskExec {
-        filters: [fprog(&clone3), fprog(&main)],
-        filter_count: if SECCOMP_NATIVE.is_empty() { 0 } else { 2 },
+        filter: (!filter.is_empty()).then(|| fprog(&filter)),
         prog: prog.as_ptr(),
         argv: ptrs.as_ptr(),
         envp: envp.as_ptr(),
@@ -2113,6 +2107,94 @@ fn exec_task(prog: &std::ffi::CStr, argv: &[CString]) -> Result<i32, Stage> {
             let step = if f >> 32 == 1 { "seccomp" } else { "execve" };
             let e = std::io::Error::from_raw_os_error((f & 0xffff_ffff) as i32);
             Err((step.into(), e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static WASM_CHAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_wasm_chain.bpf"));
+    static NATIVE_CHAIN: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_native_chain.bpf"));
+
+    /// A classic BPF machine for seccomp programs: the kernel's semantics for
+    /// the instructions seccomp allows (loads from `seccomp_data`, ALU and
+    /// jumps with constants, returns).
+    fn run(prog: &[libc::sock_filter], data: &[u32; 16]) -> u32 {
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            let k = i.k;
+            pc += 1;
+            match i.code {
+                0x20 => a = data[k as usize / 4],                        // ld [k]
+                0x54 => a &= k,                                          // and #k
+                0x05 => pc += k as usize,                                // ja
+                0x15 => pc += if a == k { i.jt } else { i.jf } as usize, // jeq
+                0x25 => pc += if a > k { i.jt } else { i.jf } as usize,  // jgt
+                0x35 => pc += if a >= k { i.jt } else { i.jf } as usize, // jge
+                0x45 => pc += if a & k != 0 { i.jt } else { i.jf } as usize, // jset
+                0x06 => return k,                                        // ret #k
+                c => panic!("instruction {c:#x} at {} not interpreted", pc - 1),
+            }
+        }
+    }
+
+    /// The search tree in front of seccompiler's chain decides every syscall
+    /// number, and every argument value the rules name, as the chain does;
+    /// only `clone3` differs: ENOSYS, so libc falls back to `clone`.
+    #[test]
+    fn the_search_tree_decides_as_seccompilers_chain() {
+        for (name, tree, chain) in [
+            ("wasm", SECCOMP_WASM, WASM_CHAIN),
+            ("native", SECCOMP_NATIVE, NATIVE_CHAIN),
+        ] {
+            if tree.is_empty() {
+                return; // no filters for this target
+            }
+            let (tree, chain) = (bpf(tree), bpf(chain));
+            assert!(
+                tree.len() < chain.len(),
+                "{name}: {} vs {}",
+                tree.len(),
+                chain.len()
+            );
+            let arch = chain[1].k;
+            // Argument values worth trying: every constant in the program, its
+            // neighbours, and a few others.
+            let mut values: Vec<u32> = vec![0, 1, u32::MAX, 0x8000_0000];
+            for i in &chain {
+                values.extend([i.k, i.k.wrapping_add(1), i.k.wrapping_sub(1)]);
+            }
+            values.sort_unstable();
+            values.dedup();
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let numbers = (0..1024).chain((0..1024).map(|n| n | 0x4000_0000));
+            for nr in numbers {
+                for round in 0..64 {
+                    let mut data = [0u32; 16];
+                    data[0] = nr;
+                    data[1] = if round == 63 { 0x4000_0003 } else { arch };
+                    for slot in &mut data[4..] {
+                        let r = next();
+                        *slot = values[(r % values.len() as u64) as usize];
+                    }
+                    let (t, c) = (run(&tree, &data), run(&chain, &data));
+                    if nr == libc::SYS_clone3 as u32 && data[1] == arch {
+                        assert_eq!(t, 0x0005_0000 | libc::ENOSYS as u32, "{name}: clone3");
+                    } else {
+                        assert_eq!(t, c, "{name}: syscall {nr:#x}, data {data:x?}");
+                    }
+                }
+            }
         }
     }
 }
