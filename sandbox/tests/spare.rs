@@ -45,6 +45,16 @@ fn worker_children() -> Vec<i32> {
         .collect()
 }
 
+/// Wait (bounded) until the sandbox's next spare is ready, so the next task
+/// takes it.
+fn wait_for_a_spare(sb: &Sandbox) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sb.spares_ready() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no spare was made");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,6 +109,23 @@ fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox
         matches!(out, TaskOutcome::Completed { exit_code: 0, ref stdout, .. } if stdout == b"ok\n"),
         "{out:?}"
     );
+
+    // Spares are made with the last task's limits, which the next task then
+    // finds written: one with the same limits holds them, and one with other
+    // limits gets its own written.
+    if enforcing {
+        for memory in [64u64 << 20, 32 << 20] {
+            wait_for_a_spare(&sb);
+            let mut spec = TaskSpec::native(&balloon);
+            spec.args = vec!["balloon".into()];
+            spec.limits = limits();
+            spec.limits.memory_bytes = memory;
+            let out = sb.run(&spec).unwrap();
+            assert_eq!(out.kill_reason(), Some(KillReason::Memory), "{out:?}");
+            let peak = out.usage().peak_memory_bytes.unwrap();
+            assert!(peak <= memory + (4 << 20), "{memory}: peak {peak}");
+        }
+    }
 
     drop(sb);
     assert_eq!(

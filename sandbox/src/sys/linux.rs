@@ -346,6 +346,9 @@ struct Started {
     /// The task cgroup the worker joined as it started (a spare) or joins at its
     /// request (a spare that could not join tells then).
     cgroup: Option<TaskCgroup>,
+    /// The limits written into `cgroup` (a spare's: the last task's, so the
+    /// next task, which mostly has the same, finds them written).
+    written: Option<crate::types::Limits>,
 }
 
 impl Started {
@@ -362,20 +365,23 @@ impl Started {
 /// ended task's, reset, or a new one; default limits until its task's are
 /// written), which is idle until the spare is taken.
 fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
+    let limits = spare_limits(lock_spares().last_limits.clone());
     let cgroup = cached_layout()
         .filter(|l| l.enforcing_version().is_some())
-        .and_then(
-            |l| match task_cgroup(l, &crate::types::Limits::default(), true) {
-                Ok(c) => Some(c),
-                // The task's cgroup is then made when it arrives.
-                Err(e) => {
-                    tracing::warn!(error = %e, "preparing a spare worker's cgroup");
-                    None
-                }
-            },
-        );
+        .and_then(|l| match task_cgroup(l, &limits, true) {
+            Ok(c) => Some(c),
+            // The task's cgroup is then made when it arrives.
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing a spare worker's cgroup");
+                None
+            }
+        });
     match start_worker(worker, true, cgroup.as_ref(), cgroup.as_ref()) {
-        Ok(w) => Ok(Started { cgroup, ..w }),
+        Ok(w) => Ok(Started {
+            written: cgroup.as_ref().map(|_| limits),
+            cgroup,
+            ..w
+        }),
         Err(e) => {
             if let Some(c) = cgroup {
                 end_cgroup(worker, c);
@@ -476,6 +482,7 @@ fn start_worker(
         child,
         report_r,
         cgroup: None,
+        written: None,
     })
 }
 
@@ -724,6 +731,22 @@ fn lower_priority() {
     }
 }
 
+/// A spare's cgroup limits: the last task's (the next task mostly has the same,
+/// and finds them written), but never so low that the spare itself, a
+/// worker with its inner worker, could not start in them.
+fn spare_limits(last: Option<crate::types::Limits>) -> crate::types::Limits {
+    let mut l = last.unwrap_or_default();
+    l.memory_bytes = l.memory_bytes.max(32 << 20);
+    l.pids = l.pids.max(8);
+    l
+}
+
+/// Whether `a` and `b` write the same values into a task cgroup (the fields
+/// [`TaskCgroup::apply_limits`] reads).
+fn same_cgroup_limits(a: &crate::types::Limits, b: &crate::types::Limits) -> bool {
+    (a.cpu_percent, a.memory_bytes, a.pids) == (b.cpu_percent, b.memory_bytes, b.pids)
+}
+
 /// Ended tasks' cgroups kept for reuse, at most.
 const FREE_CGROUPS: usize = 4;
 
@@ -734,6 +757,8 @@ struct Spares {
     ready: HashMap<PathBuf, (usize, Vec<Started>)>,
     /// Ended tasks' cgroups, empty and reset, for the next spares.
     free: Vec<TaskCgroup>,
+    /// The cgroup limits of the last task that took a spare: the next spare's.
+    last_limits: Option<crate::types::Limits>,
 }
 
 impl Spares {
@@ -994,8 +1019,17 @@ pub fn spawn(
     let mut spare = None;
     let mut ready_cgroup = None;
     if let Some(mut w) = take_spare(worker) {
+        // The next spare's cgroup gets this task's limits, ready for the next
+        // task (an unchanged limit is not written again: each write is a
+        // cgroup file's open, write and close on this task's start).
+        let written = w.written.take();
+        lock_spares().last_limits = Some(cg_limits.clone());
+        let apply = |cg: &TaskCgroup| match &written {
+            Some(l) if same_cgroup_limits(l, &cg_limits) => Ok(()),
+            _ => cg.apply_limits(&cg_limits),
+        };
         match w.cgroup.take() {
-            Some(cg) => match cg.apply_limits(&cg_limits) {
+            Some(cg) => match apply(&cg) {
                 Ok(()) => {
                     set_idle(&cg, false);
                     ready_cgroup = Some(cg);
