@@ -362,8 +362,8 @@ impl Started {
 }
 
 /// A spare: a worker at `SCHED_IDLE` in the cgroup it will run its task in (an
-/// ended task's, reset, or a new one; default limits until its task's are
-/// written), which is idle until the spare is taken.
+/// ended task's, reset, or a new one), with the last task's limits
+/// ([`spare_limits`]) until its own task's differ, and idle until taken.
 fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
     let limits = spare_limits(lock_spares().last_limits.clone());
     let cgroup = cached_layout()
