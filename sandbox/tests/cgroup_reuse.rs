@@ -9,19 +9,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use askee_sandbox::{KillReason, RunningTask, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
-use common::{gcc, limits};
+use common::{cgroup_of, gcc, limits};
 
 /// The memory cgroup of a running task's worker (v1), once it has one.
 fn memory_cgroup(task: &RunningTask) -> String {
     let ctl = task.control();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let found = ctl.pids().iter().find_map(|pid| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-            text.lines()
-                .find(|l| l.split(':').nth(1) == Some("memory"))
-                .map(|l| l.rsplit(':').next().unwrap_or_default().to_string())
-        });
+        let found = ctl
+            .pids()
+            .iter()
+            .find_map(|&pid| cgroup_of(pid, Some("memory")));
         if let Some(path) = found {
             return path;
         }

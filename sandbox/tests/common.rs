@@ -63,3 +63,18 @@ pub fn wat(body: &str, extra: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The path of `pid`'s cgroup within the v1 hierarchy of `controller`, or
+/// within the v2 hierarchy when `controller` is `None` (from `/proc/<pid>/cgroup`).
+pub fn cgroup_of(pid: i32, controller: Option<&str>) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let line = text.lines().find(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers) = (f.next(), f.next().unwrap_or_default());
+        match controller {
+            Some(c) => controllers.split(',').any(|x| x == c),
+            None => l.starts_with("0::"),
+        }
+    })?;
+    Some(line.splitn(3, ':').nth(2)?.to_string())
+}

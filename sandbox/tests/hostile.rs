@@ -230,19 +230,11 @@ fn the_task_sees_its_own_host_name_and_cannot_change_it() {
 /// The `cpu.idle` of the task cgroup that `pid` is in, where the kernel has it.
 fn cgroup_idle_of(pid: i32) -> Option<String> {
     let layout = askee_sandbox::cgroup::CgroupLayout::detect().ok()?;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let (base, line) = match layout.v1_dirs.get("cpu") {
-        Some(d) => (
-            d.clone(),
-            text.lines().find(|l| {
-                l.split(':')
-                    .nth(1)
-                    .is_some_and(|cs| cs.split(',').any(|c| c == "cpu"))
-            })?,
-        ),
-        None => (layout.v2_dir?, text.lines().find(|l| l.starts_with("0::"))?),
+    let (base, path) = match layout.v1_dirs.get("cpu") {
+        Some(d) => (d.clone(), common::cgroup_of(pid, Some("cpu"))?),
+        None => (layout.v2_dir?, common::cgroup_of(pid, None)?),
     };
-    let name = line.rsplit('/').next()?;
+    let name = path.rsplit('/').next()?;
     let v = std::fs::read_to_string(base.join(name).join("cpu.idle")).ok()?;
     Some(v.trim().to_string())
 }
