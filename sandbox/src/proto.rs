@@ -1,7 +1,9 @@
 //! Messages between the library (parent) and the `askee-worker` process.
 //!
-//! The request travels as one JSON document on the worker's stdin; reports come back as
-//! JSON lines on file descriptor 3.
+//! The request travels on the worker's stdin, a unix socket: one byte carrying
+//! the file descriptors it passes ([`WorkerRequest::passed`]), then one JSON
+//! document to the end of the stream. Reports come back as JSON lines on file
+//! descriptor 3.
 
 use std::path::PathBuf;
 
@@ -13,7 +15,7 @@ use crate::types::Limits;
 /// released as a pair; the agent's self-check asks the worker for it with
 /// [`PROTOCOL_VERSION_FLAG`] and refuses a worker that differs. Bump it on
 /// every incompatible change of the types below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The worker's one command-line argument besides its normal mode: print
 /// [`PROTOCOL_VERSION`] and exit.
@@ -60,6 +62,25 @@ pub struct WorkerRequest {
     pub user_namespace: bool,
     /// AppArmor profile to change to, when AppArmor is enabled and the profile loaded.
     pub apparmor_profile: Option<String>,
+    /// What each file descriptor passed with the request is, in the order
+    /// passed; each kind at most once. A worker that prepared its root ahead
+    /// (a spare) no longer sees the host's paths and gets them all this way.
+    #[serde(default)]
+    pub passed: Vec<Passed>,
+}
+
+/// A file descriptor passed with a [`WorkerRequest`]. Wire values: never
+/// renumber or reuse a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Passed {
+    /// `input_dir`, as a detached mount (`open_tree`), read-only, `nosuid`,
+    /// `nodev` and `noexec` throughout, to be moved to `/input`.
+    InputTree,
+    /// A native program, as a detached read-only, `nosuid`, `nodev` mount of
+    /// the file, to be moved to `/prog`.
+    ProgramTree,
+    /// A module artifact opened for reading.
+    Artifact,
 }
 
 /// What the sandbox applied, as the worker saw it.
