@@ -2539,7 +2539,7 @@ struct TaskExec {
     /// The step that failed (1 seccomp, 2 execve) and its errno, from the child.
     failed: AtomicU64,
     /// The CPUs the task may run on, when this process pinned itself (and so
-    /// the child) to its CPU for the clone ([`pin_to_this_cpu`]).
+    /// the child) to its CPU ([`pin_to_this_cpu`]); the child restores them.
     affinity: Option<libc::cpu_set_t>,
 }
 
@@ -2631,9 +2631,9 @@ fn exec_task(prog: &std::ffi::CStr, argv: &[CString]) -> Result<i32, Stage> {
             &t as *const TaskExec as *mut libc::c_void,
         )
     };
-    if let Some(set) = &t.affinity {
-        set_affinity(set);
-    }
+    // The init stays on its CPU: it only reaps and reports, and the task's
+    // exit then wakes it there rather than on a CPU counted idle because a
+    // spare is being made on it.
     if child < 0 {
         return Err(("fork task".into(), errno().to_string()));
     }
