@@ -78,3 +78,31 @@ pub fn cgroup_of(pid: i32, controller: Option<&str>) -> Option<String> {
     })?;
     Some(line.splitn(3, ':').nth(2)?.to_string())
 }
+
+/// This process's worker children: the spares waiting, and the workers of
+/// tasks not yet waited for.
+pub fn worker_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let ppid = rest.split(' ').nth(1)?;
+            (head.ends_with("(askee-worker") && ppid == me)
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Wait (bounded) until the sandbox's next spare is ready, so the next task
+/// takes it.
+pub fn wait_for_a_spare(sb: &Sandbox) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sb.spares_ready() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no spare was made");
+        std::thread::yield_now();
+    }
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use askee_sandbox::cgroup::CgroupLayout;
 use askee_sandbox::{KillReason, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
-use common::{gcc, limits};
+use common::{gcc, limits, wait_for_a_spare, worker_children};
 
 /// Task cgroups of this process, in every hierarchy.
 fn own_cgroups() -> Vec<PathBuf> {
@@ -25,34 +25,6 @@ fn own_cgroups() -> Vec<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())
         .collect()
-}
-
-/// This process's worker children: the spares waiting, and the workers of
-/// tasks not yet waited for.
-fn worker_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let ppid = rest.split(' ').nth(1)?;
-            (head.ends_with("(askee-worker") && ppid == me)
-                .then(|| e.file_name().to_str()?.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
-
-/// Wait (bounded) until the sandbox's next spare is ready, so the next task
-/// takes it.
-fn wait_for_a_spare(sb: &Sandbox) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sb.spares_ready() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no spare was made");
-        std::thread::yield_now();
-    }
 }
 
 #[test]

@@ -8,38 +8,16 @@ mod common;
 use std::path::PathBuf;
 
 use askee_sandbox::{Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
-use common::{gcc, limits, wat};
+use common::{gcc, limits, wait_for_a_spare, wat, worker_children};
 
-/// Wait (bounded) until the sandbox's next spare is ready, so the next task
-/// takes it.
-fn wait_for_a_spare(sb: &Sandbox) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sb.spares_ready() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no spare was made");
-        std::thread::yield_now();
-    }
-}
-
-/// The mount points an inner worker of a waiting spare sees: the children of
-/// this process's worker children.
+/// The mount points each inner worker of this process's worker children sees
+/// (a waiting spare's inner worker is its outer worker's one child).
 fn spare_inner_mounts() -> Vec<Vec<String>> {
-    let me = std::process::id().to_string();
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        if !head.ends_with("(askee-worker") || rest.split(' ').nth(1) != Some(me.as_str()) {
-            continue;
-        }
-        let pid = e.file_name().to_string_lossy().into_owned();
+    for pid in worker_children() {
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for child in children.split_whitespace() {
-            // The inner worker may still be preparing: read once it waits.
             let mounts = std::fs::read_to_string(format!("/proc/{child}/mountinfo"))
                 .unwrap_or_default()
                 .lines()

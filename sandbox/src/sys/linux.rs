@@ -1986,43 +1986,64 @@ struct PreparedRoot {
 /// unmount waits out its grace period after letting go of it.
 fn prepare_root() -> Result<Option<PreparedRoot>, Stage> {
     let at = Path::new(SPARE_MOUNT_POINT);
-    let made = mount(
+    let made =
+        make_root(at).and_then(|()| std::env::set_current_dir(at).map_err(|e| e.to_string()));
+    if made.is_err() {
+        return Ok(None);
+    }
+    let apparmor = apparmor_attr();
+    if pivot_root_here().is_err() {
+        std::env::set_current_dir("/").map_err(st("chdir /"))?;
+        return Ok(None);
+    }
+    detach_old_root().map_err(st("pivot_root"))?;
+    Ok(Some(PreparedRoot { apparmor }))
+}
+
+/// Make the mounts of this mount namespace private, and mount the sandbox's
+/// root, an empty 1 MiB tmpfs, on `at`.
+fn make_root(at: &Path) -> Result<(), String> {
+    mount(
         None,
         Path::new("/"),
         None,
         libc::MS_REC | libc::MS_PRIVATE,
         None,
+    )?;
+    mount(
+        Some(Path::new("tmpfs")),
+        at,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("size=1m,mode=0755"),
     )
-    .and_then(|()| {
-        mount(
-            Some(Path::new("tmpfs")),
-            at,
-            Some("tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some("size=1m,mode=0755"),
-        )
-    })
-    .and_then(|()| std::env::set_current_dir(at).map_err(|e| e.to_string()));
-    if made.is_err() {
-        return Ok(None);
-    }
-    let apparmor = fs::OpenOptions::new()
+}
+
+/// `/proc/self/attr/current`, through which the AppArmor profile is changed
+/// (opened while `/proc` is still there).
+fn apparmor_attr() -> Option<File> {
+    fs::OpenOptions::new()
         .write(true)
         .open("/proc/self/attr/current")
-        .ok();
+        .ok()
+}
+
+/// `pivot_root(".", ".")`: the working directory's mount becomes the root, the
+/// old root stacked on top of it (an idiom of pivot_root(2)).
+fn pivot_root_here() -> Result<(), String> {
     let dot = cstr(".");
-    // SAFETY: pivot_root(".", ".") with valid strings (see `inner`).
-    let pivoted = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } == 0;
-    if !pivoted {
-        std::env::set_current_dir("/").map_err(st("chdir /"))?;
-        return Ok(None);
-    }
-    // SAFETY: umount2 with a valid string: detaches the old root, stacked on
-    // the new one by pivot_root.
+    // SAFETY: pivot_root with valid strings.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    check(r as libc::c_int, "pivot_root")
+}
+
+/// Detach the old root that [`pivot_root_here`] stacked, and go to the new root.
+fn detach_old_root() -> Result<(), String> {
+    let dot = cstr(".");
+    // SAFETY: umount2 with a valid string.
     let r = unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) };
-    check(r, "umount old root").map_err(st("pivot_root"))?;
-    std::env::set_current_dir("/").map_err(st("chdir /"))?;
-    Ok(Some(PreparedRoot { apparmor }))
+    check(r, "umount old root")?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
 /// As the namespace's init: reap every child until `task` exits, report its status.
@@ -2154,22 +2175,7 @@ fn inner(
     let root = if pivoted {
         PathBuf::from("/")
     } else {
-        mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_REC | libc::MS_PRIVATE,
-            None,
-        )
-        .map_err(st("private mounts"))?;
-        mount(
-            Some(Path::new("tmpfs")),
-            &req.root_dir,
-            Some("tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some("size=1m,mode=0755"),
-        )
-        .map_err(st("root tmpfs"))?;
+        make_root(&req.root_dir).map_err(st("root tmpfs"))?;
         req.root_dir.clone()
     };
     for d in ["input", "scratch"] {
@@ -2219,31 +2225,13 @@ fn inner(
     }
     let apparmor_fd = match prepared {
         Some(p) => p.apparmor,
-        None => req.apparmor_profile.as_ref().and_then(|_| {
-            fs::OpenOptions::new()
-                .write(true)
-                .open("/proc/self/attr/current")
-                .ok()
-        }),
+        None => req.apparmor_profile.as_ref().and_then(|_| apparmor_attr()),
     };
     if !pivoted {
         std::env::set_current_dir(&root).map_err(st("chdir root"))?;
-        let dot = cstr(".");
-        // SAFETY: pivot_root(".", ".") with valid strings, then detach the old root
-        // stacked on top; both are documented idioms of pivot_root(2).
-        unsafe {
-            check(
-                libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int,
-                "pivot_root",
-            )
+        pivot_root_here()
+            .and_then(|()| detach_old_root())
             .map_err(st("pivot_root"))?;
-            check(
-                libc::umount2(dot.as_ptr(), libc::MNT_DETACH),
-                "umount old root",
-            )
-            .map_err(st("pivot_root"))?;
-        }
-        std::env::set_current_dir("/").map_err(st("chdir /"))?;
     }
     mount(
         None,
