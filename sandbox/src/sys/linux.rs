@@ -2599,6 +2599,9 @@ fn exec_task(prog: &std::ffi::CStr, argv: &[CString]) -> Result<i32, Stage> {
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let filter = bpf(SECCOMP_NATIVE);
     let t = TaskExec {
+        // The init stays on its CPU afterwards: it only reaps and reports, and
+        // the task's exit then wakes it there rather than on a CPU counted
+        // idle because a spare is being made on it.
         affinity: pin_to_this_cpu(),
         filter: (!filter.is_empty()).then(|| fprog(&filter)),
         prog: prog.as_ptr(),
@@ -2619,9 +2622,6 @@ fn exec_task(prog: &std::ffi::CStr, argv: &[CString]) -> Result<i32, Stage> {
             &t as *const TaskExec as *mut libc::c_void,
         )
     };
-    // The init stays on its CPU: it only reaps and reports, and the task's
-    // exit then wakes it there rather than on a CPU counted idle because a
-    // spare is being made on it.
     if child < 0 {
         return Err(("fork task".into(), errno().to_string()));
     }
