@@ -82,15 +82,22 @@ pub enum SandboxError {
 }
 
 /// Where the sandbox finds its worker and keeps its files.
+/// Spare workers kept ready per worker binary on Linux
+/// ([`SandboxConfig::spare_worker`]). Two: with tasks back to back, one spare
+/// has about one task's start to be made in, at idle priority, and was not
+/// ready for about one start in four; each of two has two.
+pub const SPARE_WORKERS: usize = 2;
+
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     /// Path of the `askee-worker` binary.
     pub worker: PathBuf,
     /// Private directory for task roots and the compiled-module cache.
     pub work_dir: PathBuf,
-    /// Keep one worker process started ahead of the next task (Linux), so a task
-    /// starts without waiting for the worker's exec: about 1.4 ms of a 5 ms start
-    /// here, for one idle process.
+    /// Keep worker processes started ahead of the next tasks (Linux:
+    /// [`SPARE_WORKERS`] per worker binary), so a task starts without waiting
+    /// for a worker's exec and set-up: about half of a cold start here, for a
+    /// few idle processes.
     pub spare_worker: bool,
 }
 
@@ -190,8 +197,8 @@ impl Sandbox {
         })
     }
 
-    /// Worker processes started ahead of their tasks and ready now (0 or 1 unless
-    /// several sandboxes share the worker binary).
+    /// Worker processes started ahead of their tasks and ready now, up to
+    /// [`SPARE_WORKERS`] (shared by the sandboxes of one worker binary).
     pub fn spares_ready(&self) -> usize {
         sys::spares_ready(&self.config.worker)
     }

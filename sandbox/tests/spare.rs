@@ -1,13 +1,13 @@
-//! A worker started ahead of its task (`SandboxConfig::spare_worker`): the task
+//! Workers started ahead of their tasks (`SandboxConfig::spare_worker`): a task
 //! runs under its own limits, not the spare's, and no spare outlives its
-//! sandbox. One test in its own binary, so no other sandbox takes the spare.
+//! sandbox. One test in its own binary, so no other sandbox takes the spares.
 
 mod common;
 
 use std::path::PathBuf;
 
 use askee_sandbox::cgroup::CgroupLayout;
-use askee_sandbox::{KillReason, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
+use askee_sandbox::{KillReason, SPARE_WORKERS, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
 use common::{gcc, limits, wait_for_a_spare, worker_children};
 
 /// Task cgroups of this process, in every hierarchy.
@@ -40,18 +40,22 @@ fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox
     .unwrap();
     assert_eq!(
         sb.spares_ready(),
-        1,
-        "a spare is ready once the sandbox exists"
+        SPARE_WORKERS,
+        "the spares are ready once the sandbox exists"
     );
     if enforcing {
         assert!(
             !own_cgroups().is_empty(),
-            "the spare waits in a cgroup of its own"
+            "the spares wait in cgroups of their own"
         );
     }
 
-    let spare = worker_children();
-    assert_eq!(spare.len(), 1, "one spare worker waits: {spare:?}");
+    let spares = worker_children();
+    assert_eq!(
+        spares.len(),
+        SPARE_WORKERS,
+        "spare workers waiting: {spares:?}"
+    );
 
     // The spare's cgroup starts with the default 256 MiB; the task's 64 MiB holds.
     let mut spec = TaskSpec::native(&balloon);
@@ -59,11 +63,14 @@ fn a_spare_worker_runs_its_task_under_the_tasks_limits_and_goes_with_its_sandbox
     spec.limits = limits();
     let task = sb.spawn(&spec).unwrap();
     let (out, confinement) = task.wait().unwrap();
-    // The spare became the task's worker and was reaped with it; a spare left
+    // One spare became the task's worker and was reaped with it; a spare left
     // unused would still be waiting. (Its replacement has another pid.)
-    assert!(
-        !worker_children().contains(&spare[0]),
-        "the task ran in the spare worker"
+    let now = worker_children();
+    let gone: Vec<&i32> = spares.iter().filter(|p| !now.contains(p)).collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "the task ran in one spare worker: {spares:?}, now {now:?}"
     );
     if enforcing {
         assert_eq!(out.kill_reason(), Some(KillReason::Memory), "{out:?}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use askee_sandbox::{Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
+use askee_sandbox::{SPARE_WORKERS, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
 use common::{gcc, limits, wait_for_a_spare, wat, worker_children};
 
 /// The mount points each inner worker of this process's worker children sees
@@ -54,15 +54,15 @@ fn issue_3_a_prepared_spare_sees_only_the_mounts_its_request_passes() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
 
-    // As root (the condition for a spare to make its namespaces ahead), a
-    // waiting spare's inner worker has one mount: its empty root. Polled: the
+    // As root (the condition for a spare to make its namespaces ahead), each
+    // waiting spare's inner worker has one mount: its empty root. Polled: a
     // spare is handed out before its inner worker has finished preparing.
     wait_for_a_spare(&sb);
     if root {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let inner = spare_inner_mounts();
-            if inner.len() == 1 && inner[0] == ["/"] {
+            if inner.len() == SPARE_WORKERS && inner.iter().all(|m| m == &["/"]) {
                 break;
             }
             assert!(

@@ -384,7 +384,8 @@ fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
                 None
             }
         });
-    match start_worker(worker, true, cgroup.as_ref(), cgroup.as_ref()) {
+    let netns = lock_spares().free_netns.pop();
+    match start_worker(worker, true, cgroup.as_ref(), cgroup.as_ref(), netns) {
         Ok(w) => Ok(Started {
             written: cgroup.as_ref().map(|_| limits),
             cgroup,
@@ -392,7 +393,7 @@ fn start_spare(worker: &Path) -> Result<Started, SandboxError> {
         }),
         Err(e) => {
             if let Some(c) = cgroup {
-                end_cgroup(worker, c, Vec::new());
+                end_cgroup(worker, c, Vec::new(), None);
             }
             Err(e)
         }
@@ -448,12 +449,14 @@ fn set_idle(cgroup: &TaskCgroup, idle: bool) {
 /// (`idle`) starts at `SCHED_IDLE`, so it is made only from idle CPU and never
 /// delays a running task or the volunteer's own work, and makes its
 /// request-independent namespaces while it waits ([`EARLY_NAMESPACES_ENV`]);
-/// it joins `cgroup` as it starts.
+/// it joins `cgroup` as it starts, and enters `netns` rather than making a
+/// network namespace ([`NETNS_FD_ENV`]).
 fn start_worker(
     worker: &Path,
     idle: bool,
     cgroup: Option<&TaskCgroup>,
     task_cgroup: Option<&TaskCgroup>,
+    netns: Option<OwnedFd>,
 ) -> Result<Started, SandboxError> {
     let (report_r, report_w) = pipe()?;
     // Opened here, where the cgroup's files may be written; a failure only
@@ -481,15 +484,21 @@ fn start_worker(
     if let Some(c) = cgroup {
         env.push((CGROUP_JOIN_ENV, join_env(&c.join_files())));
     }
-    if idle_fd.is_some() {
+    let mut extra = Vec::new();
+    if let Some(f) = idle_fd {
         env.push((IDLE_FD_ENV, OsString::from(IDLE_FD.to_string())));
+        extra.push((IDLE_FD, OwnedFd::from(f)));
     }
-    let child = Worker::spawn(worker, &env, idle, report_w, idle_fd.map(OwnedFd::from)).map_err(
-        |source| SandboxError::Spawn {
+    if let Some(ns) = netns.filter(|_| idle) {
+        env.push((NETNS_FD_ENV, OsString::from(NETNS_FD.to_string())));
+        extra.push((NETNS_FD, ns));
+    }
+    let child = Worker::spawn(worker, &env, idle, report_w, extra).map_err(|source| {
+        SandboxError::Spawn {
             path: worker.to_path_buf(),
             source,
-        },
-    )?;
+        }
+    })?;
     Ok(Started {
         child,
         report_r,
@@ -516,14 +525,14 @@ struct Worker {
 
 impl Worker {
     /// Exec `path` with only `env`, stdin a unix socket, stdout and stderr piped,
-    /// `report_w` as fd 3 and `idle_fd` as [`IDLE_FD`]; at `SCHED_IDLE` when
-    /// `idle`.
+    /// `report_w` as fd 3 and each of `extra` on its number (above 3); at
+    /// `SCHED_IDLE` when `idle`.
     fn spawn(
         path: &Path,
         env: &[(&str, OsString)],
         idle: bool,
         report_w: OwnedFd,
-        idle_fd: Option<OwnedFd>,
+        extra: Vec<(RawFd, OwnedFd)>,
     ) -> std::io::Result<Worker> {
         let sys = |e: SandboxError| match e {
             SandboxError::Io { source, .. } => source,
@@ -535,16 +544,15 @@ impl Worker {
         // The child's ends, moved above the numbers they are put on, so no
         // `dup2` in the list below overwrites another's source (and none is a
         // `dup2` onto itself, which would keep its close-on-exec flag).
-        let mut high = Vec::with_capacity(5);
-        for fd in [
-            Some(stdin_r.as_fd()),
-            Some(stdout_w.as_fd()),
-            Some(stderr_w.as_fd()),
-            Some(report_w.as_fd()),
-            idle_fd.as_ref().map(|f| f.as_fd()),
+        let mut high = Vec::with_capacity(4 + extra.len());
+        for (fd, target) in [
+            (stdin_r.as_fd(), 0),
+            (stdout_w.as_fd(), 1),
+            (stderr_w.as_fd(), 2),
+            (report_w.as_fd(), 3),
         ]
         .into_iter()
-        .flatten()
+        .chain(extra.iter().map(|(target, fd)| (fd.as_fd(), *target)))
         {
             // SAFETY: F_DUPFD_CLOEXEC on an open fd we own.
             let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
@@ -552,9 +560,9 @@ impl Worker {
                 return Err(std::io::Error::last_os_error());
             }
             // SAFETY: fcntl returned a new fd that nothing else owns.
-            high.push(unsafe { OwnedFd::from_raw_fd(d) });
+            high.push((unsafe { OwnedFd::from_raw_fd(d) }, target));
         }
-        drop((stdin_r, stdout_w, stderr_w, report_w, idle_fd));
+        drop((stdin_r, stdout_w, stderr_w, report_w, extra));
         let program = cstr(path);
         let argv = [program.as_ptr(), std::ptr::null()];
         let env_c: Vec<CString> = env
@@ -577,8 +585,8 @@ impl Worker {
             let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
             libc::posix_spawn_file_actions_init(&mut actions);
             libc::posix_spawnattr_init(&mut attr);
-            for (fd, target) in high.iter().zip(0..) {
-                libc::posix_spawn_file_actions_adddup2(&mut actions, fd.as_raw_fd(), target);
+            for (fd, target) in &high {
+                libc::posix_spawn_file_actions_adddup2(&mut actions, fd.as_raw_fd(), *target);
             }
             // The child starts with no blocked and no handled signals, as with
             // `Command`; at `SCHED_IDLE` from its first instruction when idle.
@@ -969,6 +977,27 @@ const IDLE_FD_ENV: &str = "ASKEE_WORKER_IDLE_FD";
 /// The worker's fd for its cgroup's `cpu.idle` (after the report pipe, fd 3).
 const IDLE_FD: RawFd = 4;
 
+/// Set for a spare whose fd [`NETNS_FD`] is a network namespace to enter
+/// instead of making one: an earlier task's, which nothing in it could change
+/// ([`NetnsFromTask`]). Making a network namespace is half a millisecond in
+/// the kernel, and its tear-down a kernel worker's run after every task, both
+/// beside the start of the next task when tasks come back to back.
+const NETNS_FD_ENV: &str = "ASKEE_WORKER_NETNS_FD";
+
+/// The worker's fd for the network namespace to enter ([`NETNS_FD_ENV`]).
+const NETNS_FD: RawFd = 5;
+
+/// `ioctl(NS_GET_NSTYPE)` (linux/nsfs.h, Linux 4.11): a namespace file's
+/// `CLONE_NEW*` type.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Whether `fd` is a network namespace.
+fn is_network_namespace(fd: &OwnedFd) -> bool {
+    // SAFETY: an ioctl without argument on an fd we own; on a file that is not a
+    // namespace it fails.
+    unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) == libc::CLONE_NEWNET }
+}
+
 fn join_env(files: &[PathBuf]) -> OsString {
     let mut v = OsString::new();
     for (i, f) in files.iter().enumerate() {
@@ -999,8 +1028,9 @@ fn join_cgroup(files: &[PathBuf]) -> Result<(), String> {
 }
 
 /// Set for a spare: make the network, UTS and IPC namespaces before the request
-/// arrives. None of them depends on the request; the network namespace alone
-/// takes about 0.4 ms to make. Its value says whether the task gets a user
+/// arrives (or enter an ended task's network namespace, [`NETNS_FD_ENV`]). None
+/// of them depends on the request; the network namespace alone takes about
+/// 0.4 ms to make. Its value says whether the task gets a user
 /// namespace ([`SPARE_WITH_USER_NAMESPACE`]), so that a spare that has joined its
 /// cgroup can make the remaining namespaces and its inner worker early as well.
 const EARLY_NAMESPACES_ENV: &str = "ASKEE_WORKER_EARLY_NAMESPACES";
@@ -1051,7 +1081,7 @@ fn same_cgroup_limits(a: &crate::types::Limits, b: &crate::types::Limits) -> boo
     (a.cpu_percent, a.memory_bytes, a.pids) == (b.cpu_percent, b.memory_bytes, b.pids)
 }
 
-/// Ended tasks' cgroups kept for reuse, at most.
+/// Ended tasks' cgroups kept for reuse, at most; as many network namespaces.
 const FREE_CGROUPS: usize = 4;
 
 /// Spare workers per worker binary, for the sandboxes that asked for them.
@@ -1061,16 +1091,20 @@ struct Spares {
     ready: HashMap<PathBuf, (usize, Vec<Started>)>,
     /// Ended tasks' cgroups, empty and reset, for the next spares.
     free: Vec<TaskCgroup>,
+    /// Ended tasks' network namespaces, left by every process, for the next
+    /// spares ([`NETNS_FD_ENV`]).
+    free_netns: Vec<OwnedFd>,
     /// The cgroup limits of the last task that took a spare: the next spare's.
     last_limits: Option<crate::types::Limits>,
 }
 
 impl Spares {
-    /// Some sandbox wants a spare of `worker` and none is ready.
+    /// Some sandbox wants spares of `worker` and fewer than
+    /// [`crate::SPARE_WORKERS`] are ready.
     fn short_of(&self, worker: &Path) -> bool {
         self.ready
             .get(worker)
-            .is_some_and(|(want, ready)| *want > 0 && ready.is_empty())
+            .is_some_and(|(want, ready)| *want > 0 && ready.len() < crate::SPARE_WORKERS)
     }
 
     fn any_wanted(&self) -> bool {
@@ -1095,8 +1129,29 @@ enum Job {
     Refill(PathBuf, Option<mpsc::Sender<()>>),
     /// Keep an ended task's cgroup for a later spare, or remove it (off the
     /// task's path: its usage was read); first let go of what its worker
-    /// handed back (its mount namespace: the unmounts happen here).
-    Ended(TaskCgroup, Vec<OwnedFd>),
+    /// handed back (its mount namespace: the unmounts happen here), and keep
+    /// its network namespace for a later spare once the cgroup is empty.
+    Ended(TaskCgroup, Vec<OwnedFd>, Option<NetnsFromTask>),
+}
+
+/// The network namespace a spare's worker handed back, from a task that ran
+/// under the seccomp filter without capabilities: the filter admits no socket
+/// call but `socketpair(AF_UNIX)` and no `sendmsg`, so nothing in the task
+/// could bind a name, bring an interface up or leave a socket behind. Once no
+/// process of the task is left (its cgroup is empty) the namespace is as it was
+/// made, and a later task gets it as its own: it is in one sandbox at a time.
+struct NetnsFromTask(OwnedFd);
+
+impl NetnsFromTask {
+    /// The network namespace among `held` (what a worker handed back), if
+    /// its task ran under the seccomp filter and without capabilities.
+    fn take(held: &mut Vec<OwnedFd>, confinement: Option<&AppliedConfinement>) -> Option<Self> {
+        if !confinement.is_some_and(|c| c.seccomp && c.no_new_privs) {
+            return None;
+        }
+        let i = held.iter().position(is_network_namespace)?;
+        Some(NetnsFromTask(held.swap_remove(i)))
+    }
 }
 
 /// The spares, and the channel to the thread that makes them (none when that
@@ -1112,21 +1167,42 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
         };
         let (worker, done) = match msg {
             Job::Refill(worker, done) => (worker, done),
-            Job::Ended(cgroup, held) => {
+            Job::Ended(cgroup, held, netns) => {
                 drop(held);
-                let keep = {
+                let (keep, keep_netns) = {
                     let s = lock_spares();
-                    s.any_wanted() && s.free.len() < FREE_CGROUPS
+                    let wanted = s.any_wanted();
+                    (
+                        wanted && s.free.len() < FREE_CGROUPS,
+                        wanted && netns.is_some() && s.free_netns.len() < FREE_CGROUPS,
+                    )
                 };
-                if keep {
+                let mut empty = false;
+                if keep || keep_netns {
                     // Members killed at the task's end (a terminate, a wall-clock
                     // kill, stragglers) may still be exiting: a killed outer
                     // worker is reaped before its namespace's init has finished
                     // tearing the namespace down. Bounded, off the task's path.
                     let deadline = Instant::now() + Duration::from_secs(1);
-                    while cgroup.pids().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
-                        std::thread::yield_now();
+                    loop {
+                        match cgroup.pids() {
+                            Ok(p) if p.is_empty() => {
+                                empty = true;
+                                break;
+                            }
+                            Err(_) => break,
+                            Ok(_) if Instant::now() >= deadline => break,
+                            Ok(_) => std::thread::yield_now(),
+                        }
                     }
+                }
+                // A task leaves its namespaces before its cgroup as it exits:
+                // with the cgroup empty, no process is left in the namespace.
+                if let Some(NetnsFromTask(ns)) = netns
+                    && keep_netns
+                    && empty
+                {
+                    lock_spares().free_netns.push(ns);
                 }
                 match keep.then(|| cgroup.reset_for_reuse()) {
                     Some(Ok(true)) => lock_spares().free.push(cgroup),
@@ -1142,7 +1218,7 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        if lock_spares().short_of(&worker) {
+        while lock_spares().short_of(&worker) {
             match start_spare(&worker) {
                 Ok(w) => {
                     let extra = lock_spares().put(&worker, w);
@@ -1150,7 +1226,10 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
                         w.discard();
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "starting a spare worker"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "starting a spare worker");
+                    break;
+                }
             }
         }
         // No sandbox wants spares any more: no kept cgroup outlives them.
@@ -1159,6 +1238,7 @@ fn spare_thread(rx: mpsc::Receiver<Job>) {
             if s.any_wanted() {
                 Vec::new()
             } else {
+                s.free_netns.clear();
                 std::mem::take(&mut s.free)
             }
         };
@@ -1215,27 +1295,27 @@ fn refill(worker: &Path, done: Option<mpsc::Sender<()>>) -> bool {
 /// An ended task's cgroup: kept for a later spare or removed, on the spare thread
 /// when a sandbox wants spares of `worker` (dropping the last such sandbox waits
 /// for the thread, so no cgroup outlives it); removed here otherwise.
-fn end_cgroup(worker: &Path, cgroup: TaskCgroup, held: Vec<OwnedFd>) {
+fn end_cgroup(worker: &Path, cgroup: TaskCgroup, held: Vec<OwnedFd>, netns: Option<NetnsFromTask>) {
     let wanted = lock_spares()
         .ready
         .get(worker)
         .is_some_and(|(want, _)| *want > 0);
-    let job = Job::Ended(cgroup, held);
+    let job = Job::Ended(cgroup, held, netns);
     let left = if wanted {
         send_job(job).err()
     } else {
         Some(job)
     };
-    if let Some(Job::Ended(c, _)) = left
+    if let Some(Job::Ended(c, _, _)) = left
         && let Err(e) = c.remove()
     {
         tracing::warn!(error = %e, "removing task cgroup");
     }
 }
 
-/// Keep one worker of `worker` started ahead of the next task (`on`; returns
-/// once the first spare was tried, so the next task finds it), or stop wanting
-/// it; the spare goes when no sandbox wants it any more.
+/// Keep workers of `worker` started ahead of the next tasks (`on`; returns
+/// once the first spares were tried, so the next task finds one), or stop
+/// wanting them; the spares go when no sandbox wants them any more.
 pub fn keep_spare(worker: &Path, on: bool) {
     let mut s = lock_spares();
     let entry = s.ready.entry(worker.to_path_buf()).or_default();
@@ -1277,9 +1357,10 @@ pub fn spares_ready(worker: &Path) -> usize {
         .map_or(0, |(_, ready)| ready.len())
 }
 
-/// A live spare of `worker`, if one is ready. Its replacement is asked for once
-/// this task's worker has its request and its reader threads ([`spawn`]), so the
-/// next task finds one even when it comes right after this one.
+/// The oldest live spare of `worker` (the likeliest to have finished its
+/// set-up), if one is ready. Its replacement is asked for once this task's
+/// worker has its request ([`spawn`]), so it has the starts of the other
+/// spares to be made in.
 fn take_spare(worker: &Path) -> Option<Started> {
     let mut s = lock_spares();
     let (want, ready) = s.ready.get_mut(worker)?;
@@ -1287,7 +1368,8 @@ fn take_spare(worker: &Path) -> Option<Started> {
         return None;
     }
     let mut found = None;
-    while let Some(mut w) = ready.pop() {
+    while !ready.is_empty() {
+        let mut w = ready.remove(0);
         if matches!(w.child.try_wait(), Ok(None)) {
             found = Some(w);
             break;
@@ -1429,7 +1511,7 @@ pub fn spawn(
     })?;
     let started = match spare {
         Some(w) => Ok(w),
-        None => start_worker(worker, false, None, cgroup.as_ref()),
+        None => start_worker(worker, false, None, cgroup.as_ref(), None),
     };
     let Started {
         mut child,
@@ -1626,15 +1708,24 @@ impl Running {
             .as_ref()
             .map(|c| c.usage().since(&self.control.baseline))
             .unwrap_or_default();
-        // What a spare handed back is let go of with its cgroup, off this path.
-        let held = self
+        let parsed = crate::proto::parse_reports(&reports);
+        // What a spare handed back is let go of with its cgroup, off this path;
+        // its network namespace may serve a later task.
+        let mut held = self
             .request
             .take()
             .and_then(|s| receive_fds_on(s.as_raw_fd(), libc::MSG_DONTWAIT).ok())
             .unwrap_or_default();
+        let confined = parsed.as_ref().ok().and_then(|rs| {
+            rs.iter().find_map(|r| match r {
+                WorkerReport::Confined(c) => Some(c),
+                _ => None,
+            })
+        });
+        let netns = NetnsFromTask::take(&mut held, confined);
         match cgroup {
-            Some(c) => end_cgroup(&self.worker, c, held),
-            None => drop(held),
+            Some(c) => end_cgroup(&self.worker, c, held, netns),
+            None => drop((held, netns)),
         }
         refill_if_wanted(&self.worker);
 
@@ -1651,7 +1742,7 @@ impl Running {
         let mut confinement = AppliedConfinement::default();
         let mut wasm = None;
         let mut exit = None;
-        let parsed = crate::proto::parse_reports(&reports).map_err(|e| SandboxError::Protocol {
+        let parsed = parsed.map_err(|e| SandboxError::Protocol {
             message: format!("bad report line: {e}"),
         })?;
         for r in parsed {
@@ -1787,10 +1878,28 @@ pub fn worker_main() -> i32 {
     // A spare makes what it can before its request (see `EARLY_NAMESPACES`); if
     // that fails, the namespaces are made with the others below.
     let spare = std::env::var_os(EARLY_NAMESPACES_ENV);
-    // SAFETY: geteuid has no preconditions; unshare on this single-threaded process.
-    let early = spare.is_some()
-        && unsafe { libc::geteuid() } == 0
-        && unsafe { libc::unshare(EARLY_NAMESPACES) } == 0;
+    let netns = std::env::var_os(NETNS_FD_ENV).map(|_| {
+        // SAFETY: the parent installed a network namespace as this fd before
+        // exec and says so in the environment; taken here, once, and closed
+        // below.
+        unsafe { OwnedFd::from_raw_fd(NETNS_FD) }
+    });
+    // SAFETY: geteuid has no preconditions.
+    let early = spare.is_some() && unsafe { libc::geteuid() } == 0 && {
+        // SAFETY: setns with a namespace fd we own, and unshare, on this
+        // single-threaded process.
+        let entered = netns
+            .as_ref()
+            .is_some_and(|ns| unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0);
+        let make = if entered {
+            EARLY_NAMESPACES & !libc::CLONE_NEWNET
+        } else {
+            EARLY_NAMESPACES
+        };
+        // SAFETY: unshare on this single-threaded process.
+        unsafe { libc::unshare(make) == 0 }
+    };
+    drop(netns);
     if early {
         // Now, while this process holds the UTS namespace's capabilities: with a
         // user namespace made later, the inner worker could not rename it.
@@ -1891,7 +2000,7 @@ pub fn worker_main() -> i32 {
                     fail(&mut rep, "unshare", errno());
                 }
                 let prepared = if prepare {
-                    hand_over_mount_namespace();
+                    hand_over_namespaces();
                     prepare_root().unwrap_or_else(|(stage, m)| fail(&mut rep, &stage, m))
                 } else {
                     None
@@ -1953,18 +2062,23 @@ fn read_request(rep: &mut File) -> (WorkerRequest, PassedFds) {
     (req, passed)
 }
 
-/// Pass this process's mount namespace to the parent over the request's
-/// socket (fd 0), which keeps it until the task has ended and lets go of it
-/// off the task's path. The last process of a mount namespace to exit
-/// otherwise unmounts its tree, which waits out an expedited RCU grace period:
-/// on a kernel without preemption that waits for the other CPU to leave the
-/// kernel, and with tasks back to back that CPU is making the next spare (a
-/// network namespace alone is half a millisecond in the kernel). Best effort:
-/// without it, the init's exit unmounts, as a cold worker's does.
-fn hand_over_mount_namespace() {
-    if let Ok(ns) = File::open("/proc/self/ns/mnt") {
-        let _ = send_fds(0, &[OwnedFd::from(ns)]);
-    }
+/// Pass this process's mount and network namespaces to the parent over the
+/// request's socket (fd 0), which keeps them until the task has ended.
+///
+/// The parent lets go of the mount namespace off the task's path. The last
+/// process of a mount namespace to exit otherwise unmounts its tree, which
+/// waits out an expedited RCU grace period: on a kernel without preemption
+/// that waits for the other CPU to leave the kernel, and with tasks back to
+/// back that CPU is making the next spare. The network namespace may serve a
+/// later task ([`NetnsFromTask`], [`NETNS_FD_ENV`]). Best effort: without
+/// this, the init's exit unmounts, as a cold worker's does, and the next spare
+/// makes its own network namespace.
+fn hand_over_namespaces() {
+    let fds: Vec<OwnedFd> = ["/proc/self/ns/mnt", "/proc/self/ns/net"]
+        .into_iter()
+        .filter_map(|p| File::open(p).ok().map(OwnedFd::from))
+        .collect();
+    let _ = send_fds(0, &fds);
 }
 
 /// A spare's root, prepared ahead of its request ([`prepare_root`]).
@@ -2659,6 +2773,48 @@ mod tests {
         let p =
             PassedFds::pair(&[Passed::ProgramTree, Passed::InputTree], vec![fd(), fd()]).unwrap();
         assert!(p.input.is_some() && p.program.is_some() && p.artifact.is_none());
+    }
+
+    /// Of what a worker hands back, only the network namespace is kept for a
+    /// later task, and only when its task ran under the seccomp filter with
+    /// `no_new_privs`; the rest stays to be let go of.
+    #[test]
+    fn only_a_confined_tasks_network_namespace_serves_again() {
+        let open = |p: &str| OwnedFd::from(File::open(p).unwrap());
+        let handed = || vec![open("/proc/self/ns/mnt"), open("/proc/self/ns/net")];
+        let confined = AppliedConfinement {
+            seccomp: true,
+            no_new_privs: true,
+            ..Default::default()
+        };
+        let mut held = handed();
+        let ns = NetnsFromTask::take(&mut held, Some(&confined)).expect("kept");
+        assert!(is_network_namespace(&ns.0));
+        assert_eq!(held.len(), 1);
+        assert!(!is_network_namespace(&held[0]));
+        let unconfined = [
+            None,
+            Some(AppliedConfinement {
+                seccomp: false,
+                ..confined.clone()
+            }),
+            Some(AppliedConfinement {
+                no_new_privs: false,
+                ..confined.clone()
+            }),
+        ];
+        for c in unconfined {
+            let mut held = handed();
+            assert!(
+                NetnsFromTask::take(&mut held, c.as_ref()).is_none(),
+                "{c:?}"
+            );
+            assert_eq!(held.len(), 2);
+        }
+        // Neither is a file that is no namespace.
+        let mut held = vec![open("/dev/null"), open("/proc/self/ns/mnt")];
+        assert!(NetnsFromTask::take(&mut held, Some(&confined)).is_none());
+        assert_eq!(held.len(), 2);
     }
 
     /// Descriptors travel with the request's first byte, arrive close-on-exec,
