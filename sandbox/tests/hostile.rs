@@ -86,10 +86,14 @@ fn fork_bomb_hits_the_pids_limit() {
     spec.limits.wall_time = Duration::from_secs(2);
     spec.limits.cpu_time = Duration::from_secs(1);
     let out = run(&e, &spec);
+    // Contained by its time limits, or by its memory limit: each fork, even
+    // one the pids limit refuses, first copies page tables charged to the
+    // task's cgroup, and under load their freeing lags (seen once in CI: 68 MiB
+    // of kernel memory, and the OOM killer chose the worker).
     assert!(
         matches!(
             out.kill_reason(),
-            Some(KillReason::WallTime | KillReason::CpuTime)
+            Some(KillReason::WallTime | KillReason::CpuTime | KillReason::Memory)
         ),
         "{out:?}"
     );

@@ -1787,6 +1787,7 @@ impl Running {
                 WasmEnd::Trapped(message) => TaskOutcome::Trapped { message, usage },
             }
         } else {
+            use std::os::unix::process::ExitStatusExt;
             match exit {
                 Some((_, Some(sig))) => classify_signal(sig, usage, self.cpu_time),
                 Some((Some(code), None)) => TaskOutcome::Completed {
@@ -1796,6 +1797,15 @@ impl Running {
                     outputs: Vec::new(),
                     usage,
                 },
+                // The task filled its cgroup and the kernel's OOM killer chose
+                // a sandbox process (the largest) before the task: a fork
+                // storm's kernel memory counts against the task's limit too.
+                None if status.signal() == Some(libc::SIGKILL) && usage.oom_kills > 0 => {
+                    TaskOutcome::Killed {
+                        reason: KillReason::Memory,
+                        usage,
+                    }
+                }
                 _ => {
                     return Err(SandboxError::WorkerFailed {
                         status: status.to_string(),
