@@ -1,11 +1,13 @@
-//! Sandbox benchmarks (a bench binary printing p50/p99; see
-//! docs-fragments/sandbox-BENCHMARKS.md). Run: `cargo bench -p askee-sandbox`.
-//! `ASKEE_BENCH_ONLY=startup` runs only the native start-up and its bubblewrap
-//! reference. Needs gcc (static glibc), bubblewrap and the wasm32-wasip1 rustup target
+//! Sandbox benchmarks (a bench binary printing p50/p99; results in BENCHMARKS.md).
+//! Run: `cargo bench -p askee-sandbox`. `ASKEE_BENCH_ONLY=startup` runs only the
+//! native start-up and its bubblewrap reference, `ASKEE_BENCH_ONLY=compute` only
+//! the compute kernels. Needs gcc (static glibc), bubblewrap and the wasm32-wasip1 rustup target
 //! (tests/setup.d/sandbox.sh installs them); a missing reference is reported, not faked.
 
+#[path = "kernels/matmul.rs"]
+mod matmul;
 #[path = "kernels/sieve.rs"]
-mod kernel;
+mod sieve;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +40,11 @@ fn main() {
         spare_worker: true,
     })
     .expect("sandbox");
+    let only = std::env::var("ASKEE_BENCH_ONLY").ok();
+    if only.as_deref() == Some("compute") {
+        compute(tmp.path(), sb.engine());
+        return;
+    }
     let limits = Limits {
         memory_bytes: 64 << 20,
         storage_bytes: 4 << 20,
@@ -142,7 +149,7 @@ fn main() {
     cgroup_join();
 
     // `ASKEE_BENCH_ONLY=startup` stops here (the native start-up and its reference).
-    if std::env::var("ASKEE_BENCH_ONLY").as_deref() == Ok("startup") {
+    if only.as_deref() == Some("startup") {
         return;
     }
 
@@ -180,85 +187,178 @@ fn main() {
     drop(compiled);
     show("cache lookup + instantiate (in-process)", v);
 
-    // 4. Compute kernel: wasm vs native.
-    let wasm_path = tmp.path().join("sieve.wasm");
+    // 4. Compute kernels: wasm vs the same Rust code native.
+    compute(tmp.path(), engine);
+}
+
+/// A kernel from `benches/kernels/` compiled for wasm32-wasip1 at opt-level 3 with
+/// the target's features and `features` (`-C target-feature`), or `None` when the
+/// target is missing.
+fn kernel_wasm(tmp: &Path, name: &str, features: &str) -> Option<Vec<u8>> {
+    let wasm_path = tmp.join(format!("{name}{features}.wasm"));
     let ok = Command::new("rustc")
         .args([
             "--target",
             "wasm32-wasip1",
             "-C",
             "opt-level=3",
+            "-C",
+            &format!("target-feature={features}"),
             "--edition",
             "2021",
             "-o",
         ])
         .arg(&wasm_path)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kernels/sieve.rs"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/kernels/{name}.rs")))
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        println!("kernel: wasm32-wasip1 target missing, skipped");
-        return;
+        .is_ok_and(|s| s.success());
+    ok.then(|| std::fs::read(&wasm_path).expect("wasm"))
+}
+
+/// A module's `_start` on a bare engine of `config` (no askee runtime around it):
+/// the elapsed time and the standard output.
+fn run_on_config(config: &wasmtime::Config, bytes: &[u8]) -> (Duration, Vec<u8>) {
+    use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+    let engine = wasmtime::Engine::new(config).expect("engine");
+    let module = wasmtime::Module::new(&engine, bytes).expect("module");
+    let mut linker = wasmtime::Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).expect("linker");
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .build_p1();
+    let mut store = wasmtime::Store::new(&engine, wasi);
+    if config_consumes_fuel(config) {
+        store
+            .set_fuel(askee_sandbox::runtime::MAX_FUEL)
+            .expect("fuel");
     }
-    let bytes = std::fs::read(&wasm_path).expect("wasm");
-    let module = engine.compile(&bytes).expect("compile kernel");
+    let instance = linker.instantiate(&mut store, &module).expect("instance");
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .expect("_start");
+    let t = Instant::now();
+    start.call(&mut store, ()).expect("run");
+    (t.elapsed(), stdout.contents().to_vec())
+}
+
+/// Whether an engine of `config` meters fuel (setting fuel on one that does not fails).
+fn config_consumes_fuel(config: &wasmtime::Config) -> bool {
+    let engine = wasmtime::Engine::new(config).expect("engine");
+    wasmtime::Store::new(&engine, ()).set_fuel(1).is_ok()
+}
+
+/// The sieve (integers) and a matrix multiply (floating point), each native and
+/// as a module on the worker's engine, with references measured in the same
+/// rounds: the in-process engine (epoch checks as well) for the sieve, and for
+/// the matrix multiply the worker's configuration without NaN
+/// canonicalization (what the determinism costs floating-point code).
+fn compute(tmp: &Path, engine: &askee_sandbox::runtime::WasmEngine) {
+    let (Some(sieve_wasm), Some(matmul_wasm), Some(matmul_simd)) = (
+        kernel_wasm(tmp, "sieve", ""),
+        kernel_wasm(tmp, "matmul", ""),
+        kernel_wasm(tmp, "matmul", "+simd128"),
+    ) else {
+        println!("kernels: wasm32-wasip1 target missing, skipped");
+        return;
+    };
     let inv = Invocation {
         limits: Limits {
             fuel: u64::MAX,
             wall_time: Duration::from_secs(600),
             memory_bytes: 256 << 20,
-            ..limits
+            ..Limits::default()
         },
         ..Default::default()
     };
-    // Reference: the in-process engine with the epoch watchdog compiled in.
     let epoch_engine =
         askee_sandbox::runtime::WasmEngine::new(None, askee_sandbox::runtime::Watchdog::Epoch)
             .expect("epoch engine");
-    let epoch_module = epoch_engine.compile(&bytes).expect("compile kernel");
-    let mut wasm_t = Vec::new();
-    let mut epoch_t = Vec::new();
-    let mut native_t = Vec::new();
+    let sieve_module = engine.compile(&sieve_wasm).expect("compile sieve");
+    let sieve_epoch = epoch_engine.compile(&sieve_wasm).expect("compile sieve");
+    let matmul_module = engine.compile(&matmul_wasm).expect("compile matmul");
+    let matmul_simd = engine.compile(&matmul_simd).expect("compile matmul");
+    let mut no_canon =
+        askee_sandbox::runtime::deterministic_config(askee_sandbox::runtime::Watchdog::External);
+    no_canon.cranelift_nan_canonicalization(false);
+
+    let mut t: [Vec<Duration>; 7] = Default::default();
     for _ in 0..5 {
-        let t = Instant::now();
+        let start = Instant::now();
         let mut total = 0;
         for _ in 0..20 {
-            total += kernel::sieve(std::hint::black_box(2_000_000));
+            total += sieve::sieve(std::hint::black_box(2_000_000));
         }
-        native_t.push(t.elapsed());
+        t[0].push(start.elapsed());
         let expect = format!("{total}\n");
-        let t = Instant::now();
-        let run = engine.run(&module, &inv).expect("run kernel");
-        wasm_t.push(t.elapsed());
-        let t = Instant::now();
-        let epoch_run = epoch_engine.run(&epoch_module, &inv).expect("run kernel");
-        epoch_t.push(t.elapsed());
-        assert_eq!(epoch_run.stdout, run.stdout);
-        assert_eq!(epoch_run.fuel_consumed, run.fuel_consumed);
+        let start = Instant::now();
+        let run = engine.run(&sieve_module, &inv).expect("run sieve");
+        t[1].push(start.elapsed());
         assert_eq!(
             String::from_utf8_lossy(&run.stdout),
             expect,
             "{:?}",
             run.end
         );
+        let start = Instant::now();
+        let epoch_run = epoch_engine.run(&sieve_epoch, &inv).expect("run sieve");
+        t[2].push(start.elapsed());
+        assert_eq!(epoch_run.stdout, run.stdout);
+        assert_eq!(epoch_run.fuel_consumed, run.fuel_consumed);
+
+        let start = Instant::now();
+        let mut total = 0.0;
+        for seed in 1..=4 {
+            total += matmul::matmul(256, std::hint::black_box(seed));
+        }
+        t[3].push(start.elapsed());
+        let expect = format!("{total}\n");
+        let start = Instant::now();
+        let run = engine.run(&matmul_module, &inv).expect("run matmul");
+        t[4].push(start.elapsed());
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            expect,
+            "{:?}",
+            run.end
+        );
+        let (elapsed, stdout) = run_on_config(&no_canon, &matmul_wasm);
+        t[5].push(elapsed);
+        assert_eq!(stdout, run.stdout);
+        let start = Instant::now();
+        let simd_run = engine.run(&matmul_simd, &inv).expect("run matmul");
+        t[6].push(start.elapsed());
+        assert_eq!(simd_run.stdout, run.stdout);
     }
-    let (wn, _) = pct(wasm_t.clone());
-    let (nn, _) = pct(native_t.clone());
-    show("sieve 20x2e6 native", native_t);
-    let (en, _) = pct(epoch_t.clone());
-    show("sieve 20x2e6 wasm (worker engine: fuel, no epochs)", wasm_t);
+    let p50 = |v: &Vec<Duration>| pct(v.clone()).0.as_secs_f64();
+    let ratio = |native: usize, wasm: usize| p50(&t[native]) / p50(&t[wasm]);
+    let [a, b, c, d, e, f, g] = t.clone();
+    show("sieve 20x2e6 native", a);
+    show("sieve 20x2e6 wasm (worker engine: fuel, no epochs)", b);
+    show("sieve 20x2e6 wasm (in-process engine: fuel + epochs)", c);
+    show("matmul f64 4x256^2 native", d);
+    show("matmul f64 4x256^2 wasm (worker engine)", e);
     show(
-        "sieve 20x2e6 wasm (in-process engine: fuel + epochs)",
-        epoch_t,
+        "matmul f64 4x256^2 wasm (worker engine, NaNs as they come)",
+        f,
+    );
+    show(
+        "matmul f64 4x256^2 wasm built with +simd128 (worker engine)",
+        g,
+    );
+    println!("wasm speed relative to native, sieve: {:.2}x", ratio(0, 1));
+    println!(
+        "wasm speed relative to native, sieve, with the epoch watchdog: {:.2}x",
+        ratio(0, 2)
+    );
+    println!("wasm speed relative to native, matmul: {:.2}x", ratio(3, 4));
+    println!(
+        "wasm speed relative to native, matmul without NaN canonicalization: {:.2}x",
+        ratio(3, 5)
     );
     println!(
-        "wasm speed relative to native with the epoch watchdog: {:.2}x",
-        nn.as_secs_f64() / en.as_secs_f64()
-    );
-    println!(
-        "wasm speed relative to native: {:.2}x",
-        nn.as_secs_f64() / wn.as_secs_f64()
+        "wasm speed relative to native, matmul built with +simd128: {:.2}x",
+        ratio(3, 6)
     );
 }
 

@@ -3,9 +3,11 @@
 //! Determinism: NaN canonicalization, no threads, relaxed SIMD off, no GC or stack
 //! switching, a fixed wall clock, a monotonic clock that advances one microsecond per
 //! reading, and randomness from a seeded deterministic stream. Fuel is the
-//! deterministic measure of work. The wall-clock limit is a [`Watchdog`]: an epoch
+//! deterministic measure of work; its check in compiled code traps when the fuel is
+//! gone (askee's patch to wasmtime, vendor/README.md), so all of a run's fuel is
+//! given at once ([`MAX_FUEL`]). The wall-clock limit is a [`Watchdog`]: an epoch
 //! ticker for modules run in-process, the sandbox parent's kill-all for the worker
-//! (whose compiled code then carries no epoch checks, half the metering cost). Linear
+//! (whose compiled code then carries no epoch checks, the larger metering cost). Linear
 //! memory growth is capped by a [`ResourceLimiter`] (a refused `memory.grow` returns -1
 //! to the guest, it does not trap); a write past the stdout cap traps.
 
@@ -37,8 +39,9 @@ use crate::types::{KillReason, Limits, OutputFile, WasmEnd, WasmRun};
 pub enum Watchdog {
     /// The compiled code checks an epoch at every loop header and function
     /// entry and the engine stops the guest itself: for modules run
-    /// in-process. Costs about as much as fuel metering (the sieve benchmark
-    /// runs at 0.44x native with it, 0.63x without).
+    /// in-process. Costs more than fuel metering (the sieve benchmark
+    /// runs at 0.48x native with it, 0.72x without: the epoch check calls into
+    /// the runtime, which costs loops their registers).
     Epoch,
     /// No check in the compiled code: the process running the guest is
     /// stopped from outside. The sandbox's worker runs this way; its parent
@@ -46,6 +49,16 @@ pub enum Watchdog {
     /// excluded), which a guest cannot evade.
     External,
 }
+
+/// The most fuel a run is given; a larger limit is this one. wasmtime injects at
+/// most this much at once and keeps the rest in a reserve, and the vendored fuel
+/// check (vendor/README.md) traps rather than refuel from it, so all of a task's
+/// fuel must be injected at once. At a billion units a second it lasts 292 years.
+pub const MAX_FUEL: u64 = i64::MAX as u64;
+
+/// Our changes to wasmtime's code generation (vendor/README.md), part of the
+/// artifact cache key: code compiled before a change is compiled again.
+const CODEGEN_PATCHES: &str = "fuel-check-traps";
 
 /// Epoch tick length of the wall-clock watchdog.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -317,6 +330,7 @@ impl WasmEngine {
     fn compat_tag(&self) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
+        CODEGEN_PATCHES.hash(&mut h);
         format!("{:016x}", h.finish())
     }
 
@@ -460,7 +474,7 @@ impl WasmEngine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
-            .set_fuel(inv.limits.fuel)
+            .set_fuel(inv.limits.fuel.min(MAX_FUEL))
             .map_err(|e| RuntimeError::Wasi(format!("setting fuel: {e:#}")))?;
         if self.watchdog == Watchdog::Epoch {
             // Every tick: stop a guest past its wall-clock limit.
@@ -546,7 +560,7 @@ impl WasmEngine {
             stdout: stdout.contents().to_vec(),
             stderr: stderr.contents().to_vec(),
             outputs,
-            fuel_consumed: inv.limits.fuel.saturating_sub(fuel_left),
+            fuel_consumed: inv.limits.fuel.min(MAX_FUEL).saturating_sub(fuel_left),
         })
     }
 }

@@ -22,7 +22,8 @@ pub struct Limits {
     pub wall_time: Duration,
     /// CPU-time limit (`RLIMIT_CPU`), whole seconds, rounded up.
     pub cpu_time: Duration,
-    /// Deterministic work limit for WebAssembly tasks (wasmtime fuel units).
+    /// Deterministic work limit for WebAssembly tasks (wasmtime fuel units), at
+    /// most `runtime::MAX_FUEL`.
     pub fuel: u64,
     /// Largest stdout the task may produce; past it the task is stopped with
     /// [`TaskOutcome::OutputTruncated`].

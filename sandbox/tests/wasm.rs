@@ -207,3 +207,57 @@ fn in_process_limits_hold_under_both_watchdogs() {
     assert_eq!(runs[0].stdout, runs[1].stdout);
     assert_eq!(runs[0].fuel_consumed, runs[1].fuel_consumed);
 }
+
+/// Regression test for the vendored fuel check (issue 3, vendor/README.md): a
+/// guest out of fuel is stopped by a trap in its own code, in a loop or at a
+/// function's entry, reported as a fuel kill that consumed exactly its limit
+/// (the fuel is saved before the trap); limits above `MAX_FUEL` are capped,
+/// and a completed run's fuel does not depend on the limit or the watchdog.
+#[test]
+fn issue_3_a_guest_out_of_fuel_traps_with_its_fuel_saved() {
+    use askee_sandbox::KillReason;
+    use askee_sandbox::runtime::{Invocation, MAX_FUEL, WasmEngine, Watchdog};
+    use askee_sandbox::types::WasmEnd;
+
+    // 100 000 calls from a loop, then "ok\n".
+    let m = wat(
+        r#"(local $i i32)
+           (loop $l
+             (local.set $i (call $step (local.get $i)))
+             (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
+           (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"#,
+        r#"(func $step (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+           (data (i32.const 0) "\10\00\00\00\03\00\00\00") (data (i32.const 16) "ok\n")"#,
+    );
+    let inv = |fuel| Invocation {
+        limits: askee_sandbox::Limits { fuel, ..limits() },
+        ..Default::default()
+    };
+    let mut used = Vec::new();
+    for watchdog in [Watchdog::Epoch, Watchdog::External] {
+        let engine = WasmEngine::new(None, watchdog).unwrap();
+        let module = engine.compile(&m).unwrap();
+        let full = engine.run(&module, &inv(u64::MAX)).unwrap();
+        assert_eq!(full.end, WasmEnd::Exited(0), "{watchdog:?}");
+        assert_eq!(full.stdout, b"ok\n");
+        let u = full.fuel_consumed;
+        assert!(u > 500_000 && u < MAX_FUEL, "{watchdog:?}: {u}");
+        let capped = engine.run(&module, &inv(MAX_FUEL)).unwrap();
+        assert_eq!(capped.fuel_consumed, u, "{watchdog:?}");
+        let roomy = engine.run(&module, &inv(u + 1000)).unwrap();
+        assert_eq!((roomy.end, roomy.fuel_consumed), (WasmEnd::Exited(0), u));
+        // Out of fuel in the loop, at `$step`'s entry, or at `_start`'s entry.
+        for fuel in [u / 2, u / 3 + 7, 1] {
+            let short = engine.run(&module, &inv(fuel)).unwrap();
+            assert_eq!(
+                short.end,
+                WasmEnd::Killed(KillReason::Fuel),
+                "{watchdog:?}, fuel {fuel}"
+            );
+            assert!(short.stdout.is_empty());
+            assert_eq!(short.fuel_consumed, fuel, "{watchdog:?}: all of it");
+        }
+        used.push(u);
+    }
+    assert_eq!(used[0], used[1]);
+}
