@@ -178,7 +178,18 @@ pub fn capability_report(caps: &HostCapabilities) -> Vec<CapabilityLine> {
             line(
                 "appcontainer",
                 caps.appcontainer,
-                "AppContainer profile without capabilities: no network",
+                "the worker starts in app container askee.task without capabilities: no network, only files granted to it",
+            ),
+            line(
+                "child processes",
+                true,
+                "PROCESS_CREATION_CHILD_PROCESS_RESTRICTED, and one active process in the job",
+            ),
+            line("idle priority", true, "IDLE_PRIORITY_CLASS"),
+            line(
+                "task runs",
+                false,
+                "the parent-worker request and report protocol is Linux only: tasks are refused",
             ),
             line(
                 "wdac",
@@ -209,7 +220,53 @@ pub fn capability_report(caps: &HostCapabilities) -> Vec<CapabilityLine> {
                 "no kernel memory cap for a process group; the wasm store limit applies",
             ),
             line("tcc", true, "no privacy permission is ever requested"),
+            line(
+                "task runs",
+                false,
+                "the parent-worker request and report protocol is Linux only: tasks are refused",
+            ),
         ],
         _ => vec![line("sandbox", false, "unsupported operating system")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(os: &str, appcontainer: bool) -> Vec<(String, bool)> {
+        let caps = HostCapabilities {
+            os: os.into(),
+            job_objects: os == "windows",
+            appcontainer,
+            sandbox_init: os == "macos",
+            ..Default::default()
+        };
+        capability_report(&caps)
+            .into_iter()
+            .map(|l| (l.control, l.enforced))
+            .collect()
+    }
+
+    /// Regression test for issue 3: the Windows report claimed the app container
+    /// while the worker was started outside one. It is enforced exactly when the
+    /// host has app containers (the worker starts in one or not at all), and
+    /// neither portable OS claims to run tasks.
+    #[test]
+    fn issue_3_portable_reports_claim_only_what_is_applied() {
+        let win = report("windows", true);
+        for control in [
+            "job object",
+            "appcontainer",
+            "child processes",
+            "idle priority",
+        ] {
+            assert!(win.contains(&(control.into(), true)), "{control}: {win:?}");
+        }
+        assert!(report("windows", false).contains(&("appcontainer".into(), false)));
+        for os in ["windows", "macos"] {
+            let r = report(os, true);
+            assert!(r.contains(&("task runs".into(), false)), "{os}: {r:?}");
+        }
     }
 }

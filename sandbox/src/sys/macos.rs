@@ -15,6 +15,9 @@ use crate::probe::HostCapabilities;
 use crate::proto::{AppliedConfinement, WorkerMode};
 use crate::types::{TaskOutcome, TaskSpec};
 
+/// The worker process.
+pub type WorkerProcess = std::process::Child;
+
 include!("portable_parent.rs");
 
 /// SIGKILL one process.

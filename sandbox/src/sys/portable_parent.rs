@@ -4,7 +4,7 @@
 /// Shared control of a running task.
 #[derive(Debug)]
 pub struct Control {
-    child: std::sync::Mutex<Option<std::process::Child>>,
+    child: std::sync::Mutex<Option<WorkerProcess>>,
     terminated: std::sync::atomic::AtomicBool,
 }
 
