@@ -228,11 +228,10 @@ fn run_on_config(config: &wasmtime::Config, bytes: &[u8]) -> (Duration, Vec<u8>)
         .stdout(stdout.clone())
         .build_p1();
     let mut store = wasmtime::Store::new(&engine, wasi);
-    if config_consumes_fuel(config) {
-        store
-            .set_fuel(askee_sandbox::runtime::MAX_FUEL)
-            .expect("fuel");
-    }
+    // Each configuration measured here is the worker's with one change: it meters fuel.
+    store
+        .set_fuel(askee_sandbox::runtime::MAX_FUEL)
+        .expect("fuel");
     let instance = linker.instantiate(&mut store, &module).expect("instance");
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
@@ -242,10 +241,12 @@ fn run_on_config(config: &wasmtime::Config, bytes: &[u8]) -> (Duration, Vec<u8>)
     (t.elapsed(), stdout.contents().to_vec())
 }
 
-/// Whether an engine of `config` meters fuel (setting fuel on one that does not fails).
-fn config_consumes_fuel(config: &wasmtime::Config) -> bool {
-    let engine = wasmtime::Engine::new(config).expect("engine");
-    wasmtime::Store::new(&engine, ()).set_fuel(1).is_ok()
+/// `f`'s result, its elapsed time pushed onto `times`.
+fn timed<T>(times: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    times.push(start.elapsed());
+    out
 }
 
 /// The sieve (integers) and a matrix multiply (floating point), each native and
@@ -284,50 +285,29 @@ fn compute(tmp: &Path, engine: &askee_sandbox::runtime::WasmEngine) {
 
     let mut t: [Vec<Duration>; 7] = Default::default();
     for _ in 0..5 {
-        let start = Instant::now();
-        let mut total = 0;
-        for _ in 0..20 {
-            total += sieve::sieve(std::hint::black_box(2_000_000));
-        }
-        t[0].push(start.elapsed());
-        let expect = format!("{total}\n");
-        let start = Instant::now();
-        let run = engine.run(&sieve_module, &inv).expect("run sieve");
-        t[1].push(start.elapsed());
-        assert_eq!(
-            String::from_utf8_lossy(&run.stdout),
-            expect,
-            "{:?}",
-            run.end
-        );
-        let start = Instant::now();
-        let epoch_run = epoch_engine.run(&sieve_epoch, &inv).expect("run sieve");
-        t[2].push(start.elapsed());
+        let total: u32 = timed(&mut t[0], || {
+            (0..20)
+                .map(|_| sieve::sieve(std::hint::black_box(2_000_000)))
+                .sum()
+        });
+        let run = timed(&mut t[1], || engine.run(&sieve_module, &inv)).expect("run sieve");
+        assert_eq!(run.stdout, format!("{total}\n").as_bytes(), "{:?}", run.end);
+        let epoch_run =
+            timed(&mut t[2], || epoch_engine.run(&sieve_epoch, &inv)).expect("run sieve");
         assert_eq!(epoch_run.stdout, run.stdout);
         assert_eq!(epoch_run.fuel_consumed, run.fuel_consumed);
 
-        let start = Instant::now();
-        let mut total = 0.0;
-        for seed in 1..=4 {
-            total += matmul::matmul(256, std::hint::black_box(seed));
-        }
-        t[3].push(start.elapsed());
-        let expect = format!("{total}\n");
-        let start = Instant::now();
-        let run = engine.run(&matmul_module, &inv).expect("run matmul");
-        t[4].push(start.elapsed());
-        assert_eq!(
-            String::from_utf8_lossy(&run.stdout),
-            expect,
-            "{:?}",
-            run.end
-        );
+        let total: f64 = timed(&mut t[3], || {
+            (1..=4)
+                .map(|seed| matmul::matmul(256, std::hint::black_box(seed)))
+                .sum()
+        });
+        let run = timed(&mut t[4], || engine.run(&matmul_module, &inv)).expect("run matmul");
+        assert_eq!(run.stdout, format!("{total}\n").as_bytes(), "{:?}", run.end);
         let (elapsed, stdout) = run_on_config(&no_canon, &matmul_wasm);
         t[5].push(elapsed);
         assert_eq!(stdout, run.stdout);
-        let start = Instant::now();
-        let simd_run = engine.run(&matmul_simd, &inv).expect("run matmul");
-        t[6].push(start.elapsed());
+        let simd_run = timed(&mut t[6], || engine.run(&matmul_simd, &inv)).expect("run matmul");
         assert_eq!(simd_run.stdout, run.stdout);
     }
     let p50 = |v: &Vec<Duration>| pct(v.clone()).0.as_secs_f64();
