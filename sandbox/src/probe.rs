@@ -73,6 +73,10 @@ fn line(control: &str, enforced: bool, detail: impl Into<String>) -> CapabilityL
     }
 }
 
+/// Why Windows and macOS refuse tasks, in their reports.
+const PROTOCOL_LINUX_ONLY: &str =
+    "the parent-worker request and report protocol is Linux only: tasks are refused";
+
 /// What is enforced and what is not, for the OS described by `caps`.
 pub fn capability_report(caps: &HostCapabilities) -> Vec<CapabilityLine> {
     match caps.os.as_str() {
@@ -186,11 +190,7 @@ pub fn capability_report(caps: &HostCapabilities) -> Vec<CapabilityLine> {
                 "PROCESS_CREATION_CHILD_PROCESS_RESTRICTED, and one active process in the job",
             ),
             line("idle priority", true, "IDLE_PRIORITY_CLASS"),
-            line(
-                "task runs",
-                false,
-                "the parent-worker request and report protocol is Linux only: tasks are refused",
-            ),
+            line("task runs", false, PROTOCOL_LINUX_ONLY),
             line(
                 "wdac",
                 false,
@@ -220,11 +220,7 @@ pub fn capability_report(caps: &HostCapabilities) -> Vec<CapabilityLine> {
                 "no kernel memory cap for a process group; the wasm store limit applies",
             ),
             line("tcc", true, "no privacy permission is ever requested"),
-            line(
-                "task runs",
-                false,
-                "the parent-worker request and report protocol is Linux only: tasks are refused",
-            ),
+            line("task runs", false, PROTOCOL_LINUX_ONLY),
         ],
         _ => vec![line("sandbox", false, "unsupported operating system")],
     }

@@ -56,6 +56,11 @@ pub enum Watchdog {
 /// fuel must be injected at once. At a billion units a second it lasts 292 years.
 pub const MAX_FUEL: u64 = i64::MAX as u64;
 
+/// The fuel a run with `limits` is given.
+fn fuel_given(limits: &Limits) -> u64 {
+    limits.fuel.min(MAX_FUEL)
+}
+
 /// Our changes to wasmtime's code generation (vendor/README.md), part of the
 /// artifact cache key: code compiled before a change is compiled again.
 const CODEGEN_PATCHES: &str = "fuel-check-traps";
@@ -474,7 +479,7 @@ impl WasmEngine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
-            .set_fuel(inv.limits.fuel.min(MAX_FUEL))
+            .set_fuel(fuel_given(&inv.limits))
             .map_err(|e| RuntimeError::Wasi(format!("setting fuel: {e:#}")))?;
         if self.watchdog == Watchdog::Epoch {
             // Every tick: stop a guest past its wall-clock limit.
@@ -560,7 +565,7 @@ impl WasmEngine {
             stdout: stdout.contents().to_vec(),
             stderr: stderr.contents().to_vec(),
             outputs,
-            fuel_consumed: inv.limits.fuel.min(MAX_FUEL).saturating_sub(fuel_left),
+            fuel_consumed: fuel_given(&inv.limits).saturating_sub(fuel_left),
         })
     }
 }

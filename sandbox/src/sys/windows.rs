@@ -76,7 +76,6 @@ impl Drop for Job {
 }
 
 fn create_job(spec: &TaskSpec) -> Result<Job, SandboxError> {
-    let os_err = |op: &str| os_err(op, Path::new(""));
     // SAFETY: NULL security attributes and name create an anonymous job.
     let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
     if h.is_null() {
@@ -151,10 +150,11 @@ fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
     s.encode_wide().chain(std::iter::once(0)).collect()
 }
 
-fn os_err(op: &str, path: &Path) -> SandboxError {
+/// The failed call `op`, with the thread's last OS error.
+fn os_err(op: &str) -> SandboxError {
     SandboxError::Io {
         op: op.into(),
-        path: path.to_path_buf(),
+        path: Default::default(),
         source: std::io::Error::last_os_error(),
     }
 }
@@ -180,6 +180,11 @@ fn app_container_sid() -> Result<AppContainerSid, SandboxError> {
         "askee volunteer-computing tasks: no capabilities",
     ));
     let hresult_already_exists = (0x8007_0000u32 | ERROR_ALREADY_EXISTS) as i32;
+    let failed = |op: &str, hr: i32| SandboxError::Io {
+        op: op.into(),
+        path: Default::default(),
+        source: std::io::Error::from_raw_os_error(hr),
+    };
     let mut sid: PSID = std::ptr::null_mut();
     // SAFETY: the strings are NUL-terminated and outlive the call; no capabilities
     // are passed (null, 0); `sid` receives an allocated SID on success.
@@ -197,18 +202,10 @@ fn app_container_sid() -> Result<AppContainerSid, SandboxError> {
         // SAFETY: as above; the profile exists, so only its SID is derived.
         let hr = unsafe { DeriveAppContainerSidFromAppContainerName(name.as_ptr(), &mut sid) };
         if hr < 0 {
-            return Err(SandboxError::Io {
-                op: "DeriveAppContainerSidFromAppContainerName".into(),
-                path: Default::default(),
-                source: std::io::Error::from_raw_os_error(hr),
-            });
+            return Err(failed("DeriveAppContainerSidFromAppContainerName", hr));
         }
     } else if hr < 0 {
-        return Err(SandboxError::Io {
-            op: "CreateAppContainerProfile".into(),
-            path: Default::default(),
-            source: std::io::Error::from_raw_os_error(hr),
-        });
+        return Err(failed("CreateAppContainerProfile", hr));
     }
     Ok(AppContainerSid(sid))
 }
@@ -231,7 +228,7 @@ impl AttributeList {
             InitializeProcThreadAttributeList(buf.as_mut_ptr().cast(), count, 0, &mut size)
         };
         if ok == 0 {
-            return Err(os_err("InitializeProcThreadAttributeList", Path::new("")));
+            return Err(os_err("InitializeProcThreadAttributeList"));
         }
         Ok(AttributeList { buf })
     }
@@ -242,7 +239,7 @@ impl AttributeList {
 
     /// Set one attribute. The value must outlive the process creation that uses
     /// the list (the list keeps a pointer to it).
-    fn set<T>(&mut self, attribute: u32, value: *const T) -> Result<(), SandboxError> {
+    fn set<T>(&mut self, attribute: u32, value: &T) -> Result<(), SandboxError> {
         // SAFETY: the list was initialized by `new`; `value` points to a `T` of the
         // size given, kept alive by the caller until CreateProcessW returns.
         let ok = unsafe {
@@ -250,14 +247,14 @@ impl AttributeList {
                 self.as_ptr(),
                 0,
                 attribute as usize,
-                value.cast(),
+                (value as *const T).cast(),
                 std::mem::size_of::<T>(),
                 std::ptr::null_mut(),
                 std::ptr::null(),
             )
         };
         if ok == 0 {
-            return Err(os_err("UpdateProcThreadAttribute", Path::new("")));
+            return Err(os_err("UpdateProcThreadAttribute"));
         }
         Ok(())
     }
@@ -314,15 +311,9 @@ pub fn spawn(
     let jobs: [HANDLE; 1] = [job.0];
     let child_policy: u32 = PROCESS_CREATION_CHILD_PROCESS_RESTRICTED;
     let mut attrs = AttributeList::new(3)?;
-    attrs.set(
-        PROC_THREAD_ATTRIBUTE_SECURITY_CAPABILITIES,
-        &caps as *const _,
-    )?;
-    attrs.set(PROC_THREAD_ATTRIBUTE_JOB_LIST, &jobs as *const _)?;
-    attrs.set(
-        PROC_THREAD_ATTRIBUTE_CHILD_PROCESS_POLICY,
-        &child_policy as *const _,
-    )?;
+    attrs.set(PROC_THREAD_ATTRIBUTE_SECURITY_CAPABILITIES, &caps)?;
+    attrs.set(PROC_THREAD_ATTRIBUTE_JOB_LIST, &jobs)?;
+    attrs.set(PROC_THREAD_ATTRIBUTE_CHILD_PROCESS_POLICY, &child_policy)?;
 
     let application = wide(worker.as_os_str());
     // CreateProcessW may write to the command line buffer.
