@@ -7,7 +7,7 @@
 
 pub mod audit;
 pub mod b64;
-pub mod coord;
+pub mod coordinator;
 pub mod idle;
 pub mod merkle;
 pub mod note;

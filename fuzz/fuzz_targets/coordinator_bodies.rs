@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(s) = parse_json::<TaskSubmission>(data) {
         let types = ["ml-training", "data-processing", "scientific-compute"];
-        let _ = askee_core::coord::validate_statement(&s.statement, &types, 0, "statement.");
+        let _ = askee_core::coordinator::validate_statement(&s.statement, &types, 0, "statement.");
         if let Ok(key) = askee_core::b64::public_key(&s.operator_public_key) {
             let _ = askee_core::signing::verify_task(&key, &s.statement, &s.signature);
         }

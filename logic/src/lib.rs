@@ -9,9 +9,9 @@
 //!
 //! Besides the seed's predicates it states two decisions of the coordinator
 //! as built: the reputation a node's counters give
-//! (`askee_core::coord::reputation_metrics` with bootstrapping, then
+//! (`askee_core::coordinator::reputation_metrics` with bootstrapping, then
 //! `node_reputation`), and which leases `POST /v1/work/lease` may hand out
-//! (the store's candidate filter and `askee_core::coord::lease_choice`: bootstrapping
+//! (the store's candidate filter and `askee_core::coordinator::lease_choice`: bootstrapping
 //! challenges exempt from the reputation floors, a bootstrapping node served
 //! challenges first, a node never given the same task twice).
 
@@ -45,7 +45,7 @@ pub struct Amounts {
 }
 
 /// A node's counters as the coordinator keeps them
-/// (`askee_core::coord::NodeCounters`).
+/// (`askee_core::coordinator::NodeCounters`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CountersIn {
     pub assigned: u64,
@@ -59,7 +59,7 @@ pub struct CountersIn {
 }
 
 /// Results a bootstrapping node must have had judged right
-/// (`askee_core::coord::BOOTSTRAP_RESULTS`).
+/// (`askee_core::coordinator::BOOTSTRAP_RESULTS`).
 pub const BOOTSTRAP_RESULTS: u64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +294,7 @@ mod program {
 
         Assignable(n, k, t) <- Permitted(n, k, t), Eligible(n, k, t);
 
-        // The lease (askee_core::coord::lease_choice): assignable, or for a
+        // The lease (askee_core::coordinator::lease_choice): assignable, or for a
         // bootstrapping challenge eligible in every respect but reputation
         // (a known, too low or unknown one; an invalid token threshold still
         // refuses).

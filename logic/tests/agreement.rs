@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use askee_core::coord::{
+use askee_core::coordinator::{
     AdaptivePolicy, BOOTSTRAP_RESULTS, LeaseCandidate, LeaseChoice, NodeCounters, TrustRecord,
     lease_choice, reputation_metrics,
 };
@@ -437,7 +437,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
     }
     // The lease, composed the way `POST /v1/work/lease` does it: the route's
     // checks (registered, active, token valid), the store's candidate filter
-    // (`SqlStore::lease`) and `askee_core::coord::lease_choice`, then the
+    // (`SqlStore::lease`) and `askee_core::coordinator::lease_choice`, then the
     // bootstrapping node's two queries (challenges first, ordinary work only
     // when no challenge was leased).
     let candidate = |n: &NodeIn, node: &NodeFacts, k: &TaskIn, t: &TokenIn, token: &TokenFacts| {

@@ -55,7 +55,7 @@ pub struct Config {
     /// Evidence that marks a node Byzantine.
     pub byzantine_policy: askee_core::rules::ByzantinePolicy,
     /// Adaptive replication thresholds.
-    pub adaptive_policy: askee_core::coord::AdaptivePolicy,
+    pub adaptive_policy: askee_core::coordinator::AdaptivePolicy,
     /// Largest module upload.
     pub max_module_bytes: usize,
     /// Largest task submission body (a batch).
@@ -119,7 +119,7 @@ impl Config {
             lease_duration: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(1),
             byzantine_policy: askee_core::rules::ByzantinePolicy::default(),
-            adaptive_policy: askee_core::coord::AdaptivePolicy::default(),
+            adaptive_policy: askee_core::coordinator::AdaptivePolicy::default(),
             max_module_bytes: 16 * 1024 * 1024,
             max_task_body_bytes: 16 * 1024 * 1024,
             tuf_repo: None,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use askee_core::b64;
-use askee_core::coord::{
+use askee_core::coordinator::{
     BOOTSTRAP_RESULTS, LeaseCandidate, duration_hours, lease_choice, network_prefix, task_facts,
     validate_statement,
 };
@@ -117,13 +117,13 @@ fn node_profile(n: &NodeRecord) -> NodeProfile {
 }
 
 fn fresh_reputation(state: &AppState) -> u32 {
-    let counters = askee_core::coord::NodeCounters {
+    let counters = askee_core::coordinator::NodeCounters {
         heartbeats: 1,
         heartbeat_interval: state.config.heartbeat_interval.as_secs(),
         active: true,
         ..Default::default()
     };
-    askee_core::rules::node_reputation(&askee_core::coord::reputation_metrics(&counters))
+    askee_core::rules::node_reputation(&askee_core::coordinator::reputation_metrics(&counters))
         .map(|r| r.micros())
         .unwrap_or(0)
 }
@@ -381,7 +381,7 @@ async fn lease(
     }
     let types = policies(&state);
     let adaptive = state.config.adaptive_policy;
-    let record = askee_core::coord::TrustRecord {
+    let record = askee_core::coordinator::TrustRecord {
         streak: node.stats.streak,
         wrong: node.stats.wrong,
     };
@@ -1331,7 +1331,7 @@ async fn ledger(
         nodes: nodes
             .into_iter()
             .map(|n| {
-                let m = askee_core::coord::reputation_metrics(&askee_core::coord::NodeCounters {
+                let m = askee_core::coordinator::reputation_metrics(&askee_core::coordinator::NodeCounters {
                     assigned: n.stats.assigned,
                     completed: n.stats.completed,
                     agreed: n.stats.agreed,

@@ -70,8 +70,8 @@ pub struct DemoArgs {
 }
 
 /// Challenges each new node must answer right before ordinary work
-/// (`askee_core::coord::BOOTSTRAP_RESULTS`).
-const BOOTSTRAP: u64 = askee_core::coord::BOOTSTRAP_RESULTS;
+/// (`askee_core::coordinator::BOOTSTRAP_RESULTS`).
+const BOOTSTRAP: u64 = askee_core::coordinator::BOOTSTRAP_RESULTS;
 
 /// Task types the demo's volunteers allow.
 const TASK_TYPES: &str = "scientific-compute,data-processing,ml-training";
@@ -437,7 +437,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let echo = op
         .upload(
             "the challenge module",
-            askee_core::coord::ECHO_CHALLENGE_WAT.as_bytes().to_vec(),
+            askee_core::coordinator::ECHO_CHALLENGE_WAT.as_bytes().to_vec(),
         )
         .await?;
     let mut shas = Vec::new();

@@ -230,7 +230,7 @@ async fn two_stores_on_sqlite() {
 /// the interval was configured otherwise.
 #[tokio::test]
 async fn issue_5_misbehaviour_reputation_uses_the_configured_heartbeat_interval() {
-    use askee_core::coord::{NodeCounters, reputation_metrics};
+    use askee_core::coordinator::{NodeCounters, reputation_metrics};
     use askee_core::rules::node_reputation;
 
     let dir = tempfile::tempdir().unwrap();

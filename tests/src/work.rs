@@ -15,7 +15,7 @@ use crate::process::{AgentProcess, ServerProcess, agent_command};
 use crate::sim::{Api, OperatorSetup, operator_setup};
 
 /// Copies standard input to standard output.
-pub const CAT: &str = askee_core::coord::ECHO_CHALLENGE_WAT;
+pub const CAT: &str = askee_core::coordinator::ECHO_CHALLENGE_WAT;
 
 /// Never ends on its own.
 pub const SPIN: &str = r#"(module

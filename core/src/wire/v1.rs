@@ -344,8 +344,10 @@ pub struct ContainerCapabilities {
     pub wasm: bool,
 }
 
-pub mod coord;
-pub use coord::*;
+pub mod consent;
+pub mod work;
+pub use consent::*;
+pub use work::*;
 /// Version of the participation signal format (`v=1` in DNS and the QR URI,
 /// `"version": 1` in the well-known document).
 pub const PARTICIPATION_SIGNAL_VERSION: u32 = 1;

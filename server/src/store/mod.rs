@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
-pub mod coord;
+pub mod work;
 pub mod dashboard;
 pub mod discovery;
 mod sql;
 
-pub use coord::*;
+pub use work::*;
 
 pub use sql::{SqlStore, default_pool_size, open, open_with};
 

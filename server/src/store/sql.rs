@@ -35,7 +35,7 @@ use super::{
     OperatorRecord, RevokeOutcome, Store, StoreError, StoredAuditEntry, TokenRecord,
 };
 
-mod coord;
+mod work;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

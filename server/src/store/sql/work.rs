@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use askee_core::coord::{NodeCounters, impossible_claim, reputation_metrics, verification_policy};
+use askee_core::coordinator::{NodeCounters, impossible_claim, reputation_metrics, verification_policy};
 use askee_core::rules::{
     ByzantineEvidence, ByzantinePolicy, QuorumDecision, ReplicaResult, byzantine_node_excluded,
     consensus, node_reputation,

@@ -152,7 +152,7 @@ pub struct AssignmentRecord {
 }
 
 /// What the lease caller decides about one candidate task for this node.
-pub use askee_core::coord::LeaseChoice;
+pub use askee_core::coordinator::LeaseChoice;
 
 /// A lease request as the store sees it.
 pub struct LeaseQuery<'a> {
@@ -181,7 +181,7 @@ pub enum Misbehaviour {
     /// node's assignment.
     PolicyViolation,
     /// A signed claim no honest agent can make, such as more fuel consumed
-    /// than the task allows (`askee_core::coord::impossible_claim`).
+    /// than the task allows (`askee_core::coordinator::impossible_claim`).
     MaliciousPattern,
 }
 
