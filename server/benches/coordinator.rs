@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use askee_core::{SigningKey, b64, signing};
-use askee_server::extract::credential_hash;
+use askee_server::service::auth::credential_hash;
 use askee_server::store::{LeaseChoice, LeaseQuery, OperatorRecord};
 use askee_server::{AppState, Clock, Config};
 use askee_testkit::pg::PgCluster;
@@ -49,7 +49,7 @@ async fn serve(url: &str, dir: &std::path::Path) -> (AppState, String) {
     let state = askee_server::state(config, store, Clock::System).unwrap();
     let app = askee_server::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     askee_server::spawn_checkpointer(state.clone());
-    askee_server::coord::spawn_sweeper(state.clone());
+    askee_server::service::coordinator::spawn_sweeper(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (state, format!("http://{addr}"))
 }
@@ -65,7 +65,12 @@ async fn operator(state: &AppState, seed: u64) -> OperatorSetup {
                 token_hash: credential_hash(&credential),
                 created_at: state.clock.now(),
             },
-            askee_server::consent::draft(state, "operator.create", &name, serde_json::json!({})),
+            askee_server::service::consent::draft(
+                state,
+                "operator.create",
+                &name,
+                serde_json::json!({}),
+            ),
         )
         .await
         .unwrap();
@@ -77,7 +82,12 @@ async fn operator(state: &AppState, seed: u64) -> OperatorSetup {
             &name,
             &public,
             state.clock.now(),
-            askee_server::consent::draft(state, "operator.key", &name, serde_json::json!({})),
+            askee_server::service::consent::draft(
+                state,
+                "operator.key",
+                &name,
+                serde_json::json!({}),
+            ),
         )
         .await
         .unwrap();

@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use askee_server::discovery::{Crawler, CrawlerConfig, WellKnown};
+use askee_server::service::discovery::{Crawler, CrawlerConfig, WellKnown};
 use askee_server::{Clock, Config};
 use askee_testkit::dns::{Nsd, generated_zone};
 

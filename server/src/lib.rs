@@ -1,23 +1,40 @@
-//! askee's control plane: the consent engine, revocation, the audit log and
-//! (later) the task coordinator, served over HTTP by axum from a SQL store.
+//! askee's control plane: the consent engine, revocation, the audit log,
+//! discovery, the consent portal and the task coordinator, served over HTTP
+//! by axum from a SQL store.
+//!
+//! # Layers
+//!
+//! Code sits in the layer it belongs to, and imports only downwards:
+//!
+//! ```text
+//! http     handlers, extractors, problem documents, rate limits, OpenAPI
+//!   ↓      (the only place that knows axum; a handler extracts, calls one
+//!   ↓      service function and maps its answer)
+//! service  consent, coordinator, audit, portal, dashboard, discovery
+//!   ↓      (no axum, no status codes: errors are `service::error::ServiceError`,
+//!   ↓      whose kind `http::problem` maps to a status)
+//! store    the `Store` traits and their SQL implementation (the only
+//!          place that speaks SQL); the pure verdicts it applies (quorum,
+//!          exclusion, reputation) live in `verdict`
+//! ```
+//!
+//! `state`, `config`, `keys` and `metrics` are read by every layer and
+//! import none of them. `service` and `store` never import `http`; `store`
+//! never imports `service`. Sibling services call each other one way only
+//! (coordinator, portal and discovery call consent). Outside the layers,
+//! this file and `main.rs` start the server (and so name axum), `cli` holds
+//! the library's commands and `release` the TUF repository tooling.
 
-pub mod api;
-pub mod audit;
+pub mod cli;
 pub mod config;
-pub mod consent;
-pub mod coord;
-pub mod dashboard;
-pub mod discovery;
-pub mod extract;
+pub mod http;
 pub mod keys;
-pub mod limit;
 pub mod metrics;
-pub mod portal;
-pub mod problem;
 pub mod release;
+pub mod service;
 pub mod state;
 pub mod store;
-pub mod web;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,7 +83,7 @@ pub fn state(
         config.token_lifetime.as_secs() as i64,
     )?;
     Ok(AppState {
-        limiter: Arc::new(limit::RateLimiter::new(
+        limiter: Arc::new(state::RateLimiter::new(
             config.rate_per_second,
             config.rate_burst,
         )),
@@ -76,7 +93,7 @@ pub fn state(
         metrics: Arc::new(metrics::Metrics::default()),
         config: Arc::new(config),
         revocations: Arc::new(tokio::sync::watch::Sender::new(0)),
-        portal: Arc::new(portal::Pairings::default()),
+        portal: Arc::new(state::Pairings::default()),
     })
 }
 
@@ -88,29 +105,29 @@ pub fn state(
 /// `max_watchers` and wait cap, and must not starve ordinary requests.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let limited = api::routes(state.clone()).layer(
+    let limited = http::routes(state.clone()).layer(
         ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(limit::handle_layer_error))
+            .layer(HandleErrorLayer::new(http::limit::handle_layer_error))
             .load_shed()
             .concurrency_limit(config.max_in_flight)
             .timeout(config.request_timeout),
     );
-    let watches = api::watch_routes(state.clone()).layer(
+    let watches = http::watch_routes(state.clone()).layer(
         ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(limit::handle_layer_error))
+            .layer(HandleErrorLayer::new(http::limit::handle_layer_error))
             .load_shed()
             .concurrency_limit(config.max_watchers),
     );
     // The agent update repository (TUF), when one is configured.
     let limited = match &config.tuf_repo {
-        Some(dir) => limited.merge(release::routes(dir)),
+        Some(dir) => limited.merge(http::updates::routes(dir)),
         None => limited,
     };
     limited
         .merge(watches)
         .layer(axum::middleware::from_fn_with_state(
             state,
-            limit::rate_limit,
+            http::limit::rate_limit,
         ))
         .layer(TraceLayer::new_for_http())
 }
@@ -122,7 +139,7 @@ pub fn spawn_checkpointer(state: AppState) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = audit::checkpoint_now(
+            if let Err(e) = service::audit::checkpoint_now(
                 state.store.as_ref(),
                 &state.keys,
                 &state.config.log_origin(),
@@ -176,7 +193,7 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let checkpointer = spawn_checkpointer(state.clone());
-    let sweeper = coord::spawn_sweeper(state.clone());
+    let sweeper = service::coordinator::spawn_sweeper(state.clone());
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -191,7 +208,7 @@ pub async fn serve_on(
 /// (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(state: AppState, addr: SocketAddr, tls: Option<Tls>) -> Result<(), ServeError> {
     let checkpointer = spawn_checkpointer(state.clone());
-    let sweeper = coord::spawn_sweeper(state.clone());
+    let sweeper = service::coordinator::spawn_sweeper(state.clone());
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
         None => {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use askee_server::{Clock, Config, Tls, audit, consent, extract, keys, store};
+use askee_server::service::{audit, auth, consent};
+use askee_server::{Clock, Config, Tls, keys, store};
 use clap::{Parser, Subcommand};
 use rand::RngCore as _;
 
@@ -70,7 +71,7 @@ enum Command {
         #[arg(long, env = "ASKEE_CRAWL_EVERY", default_value_t = 60)]
         crawl_every: u64,
         #[command(flatten)]
-        crawl: askee_server::discovery::cli::CrawlArgs,
+        crawl: askee_server::cli::discovery::CrawlArgs,
         /// Serve this agent update repository (from `release init`)
         /// read-only under /tuf/metadata/ and /tuf/targets/.
         #[arg(long, env = "ASKEE_TUF_REPO")]
@@ -98,7 +99,7 @@ enum Command {
     },
     /// Crawl domains for opt-in participation signals (DNS TXT and
     /// well-known) and queue verified invitations.
-    Discover(askee_server::discovery::cli::DiscoverArgs),
+    Discover(askee_server::cli::discovery::DiscoverArgs),
     /// Print the OpenAPI document (the content of openapi/openapi.json).
     Openapi,
     /// Run the whole system locally: this server on embedded SQLite, four
@@ -107,7 +108,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Agent releases as a TUF update repository: keys, root ceremony,
     /// publishing, timestamp refresh.
-    Release(askee_server::release::cli::ReleaseArgs),
+    Release(askee_server::cli::release::ReleaseArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,7 +161,7 @@ fn config(cli: &Cli, listen: Option<SocketAddr>) -> Config {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Openapi => {
-            print!("{}", askee_server::api::openapi_document());
+            print!("{}", askee_server::http::openapi_document());
         }
         Command::Serve {
             listen,
@@ -186,8 +187,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = askee_server::state(cfg, store, Clock::System)?;
             // Held for the server's lifetime: dropping it stops the crawl.
             let _crawl = if *crawl_every > 0 {
-                let crawler =
-                    askee_server::discovery::Crawler::new(state.clone(), crawl.crawler_config()?)?;
+                let crawler = askee_server::service::discovery::Crawler::new(
+                    state.clone(),
+                    crawl.crawler_config()?,
+                )?;
                 Some(AbortOnDrop(tokio::spawn(
                     crawler.background(std::time::Duration::from_secs(*crawl_every)),
                 )))
@@ -261,16 +264,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover(args) => {
             let store = store::open_with(&cli.database_url, cli.db_pool).await?;
             let state = askee_server::state(config(&cli, None), store, Clock::System)?;
-            let (summary, elapsed) = askee_server::discovery::cli::run(state, args).await?;
+            let (summary, elapsed) = askee_server::cli::discovery::run(state, args).await?;
             if args.json {
                 println!(
                     "{}",
-                    askee_server::discovery::cli::to_json(&summary, elapsed)
+                    askee_server::cli::discovery::to_json(&summary, elapsed)
                 );
             } else {
                 print!(
                     "{}",
-                    askee_server::discovery::cli::render(&summary, elapsed)
+                    askee_server::cli::discovery::render(&summary, elapsed)
                 );
             }
         }
@@ -279,7 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Release(args) => askee_server::release::cli::run(args).await?,
+        Command::Release(args) => askee_server::cli::release::run(args).await?,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
@@ -298,7 +301,7 @@ async fn new_operator(state: &askee_server::AppState, name: &str) -> anyhow::Res
     let credential = format!("askee_op_{}", askee_core::b64::encode(secret));
     let record = store::OperatorRecord {
         name: name.to_owned(),
-        token_hash: extract::credential_hash(&credential),
+        token_hash: auth::credential_hash(&credential),
         created_at: state.clock.now(),
     };
     let audit = consent::draft(

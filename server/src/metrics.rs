@@ -17,8 +17,10 @@ struct Histogram {
     count: u64,
 }
 
+/// What has been counted so far.
 #[derive(Default)]
-struct Inner {
+struct Counts {
+    /// Requests by (method, route, status).
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
     counters: BTreeMap<&'static str, u64>,
@@ -26,17 +28,17 @@ struct Inner {
 
 #[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    counts: Mutex<Counts>,
 }
 
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let mut inner = self.inner.lock().expect("metrics lock");
-        *inner
+        let mut counts = self.counts.lock().expect("metrics lock");
+        *counts
             .requests
             .entry((method.to_owned(), route.to_owned(), status))
             .or_default() += 1;
-        let h = inner.latency.entry(route.to_owned()).or_default();
+        let h = counts.latency.entry(route.to_owned()).or_default();
         let secs = elapsed.as_secs_f64();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
@@ -53,7 +55,7 @@ impl Metrics {
 
     pub fn add(&self, name: &'static str, n: u64) {
         *self
-            .inner
+            .counts
             .lock()
             .expect("metrics lock")
             .counters
@@ -62,13 +64,13 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let inner = self.inner.lock().expect("metrics lock");
+        let counts = self.counts.lock().expect("metrics lock");
         let mut out = String::new();
         out.push_str(
             "# HELP askee_http_requests_total HTTP requests by method, route and status.\n",
         );
         out.push_str("# TYPE askee_http_requests_total counter\n");
-        for ((method, route, status), n) in &inner.requests {
+        for ((method, route, status), n) in &counts.requests {
             let _ = writeln!(
                 out,
                 "askee_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
@@ -76,7 +78,7 @@ impl Metrics {
         }
         out.push_str("# HELP askee_http_request_duration_seconds HTTP request latency by route.\n");
         out.push_str("# TYPE askee_http_request_duration_seconds histogram\n");
-        for (route, h) in &inner.latency {
+        for (route, h) in &counts.latency {
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -100,7 +102,7 @@ impl Metrics {
                 h.count
             );
         }
-        for (name, n) in &inner.counters {
+        for (name, n) in &counts.counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {n}");
         }
         out

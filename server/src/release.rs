@@ -23,13 +23,11 @@ use std::path::{Path, PathBuf};
 
 use askee_core::release::{self as rel, ReleaseError as NameError, Version};
 use aws_lc_rs::rand::SystemRandom;
-use axum::Router;
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::SignedRole;
 use tough::key_source::{KeySource, LocalKeySource};
 use tough::schema::{Hashes, KeyHolder, Metafile, RoleKeys, RoleType, Root, Timestamp};
 use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader};
-use tower_http::services::ServeDir;
 
 /// The TUF specification version the metadata declares.
 const SPEC_VERSION: &str = "1.0.0";
@@ -248,11 +246,11 @@ pub fn parse_expiry(
     now.checked_add(span).map_err(|_| bad())
 }
 
-fn metadata_dir(repo: &Path) -> PathBuf {
+pub fn metadata_dir(repo: &Path) -> PathBuf {
     repo.join("metadata")
 }
 
-fn targets_dir(repo: &Path) -> PathBuf {
+pub fn targets_dir(repo: &Path) -> PathBuf {
     repo.join("targets")
 }
 
@@ -467,74 +465,91 @@ pub struct Published {
     pub timestamp_version: u64,
 }
 
-/// Signs and publishes the pair `agent` + `worker` as release `version` for
-/// `platform`: copies each to `targets/<sha256>.<name>` (names from
-/// `askee_core::release::component_target_name`), then writes new targets
-/// (both entries in one signed targets version, each naming the other in
-/// its custom metadata) and snapshot metadata and, last, the timestamp
-/// (each by rename, so a client never sees a half-written file or half a
-/// release).
-pub async fn publish(
+/// The versions the next targets, snapshot and timestamp metadata get.
+#[derive(Debug, Clone, Copy)]
+struct MetaVersions {
+    targets: NonZeroU64,
+    snapshot: NonZeroU64,
+    timestamp: NonZeroU64,
+}
+
+/// A binary copied into the staging directory, with its target entry.
+struct StagedTarget {
+    path: PathBuf,
+    name: String,
+    target: tough::schema::Target,
+}
+
+/// The repository's editor and the next metadata versions; refuses a
+/// release that exists or is not newer than the newest for `platform`.
+async fn open_editor(
     repo: &Path,
-    keys: &Path,
-    agent: &Path,
-    worker: &Path,
+    names: [&str; 2],
     version: Version,
     platform: &str,
-    expiries: Expiries,
-) -> Result<Published, ReleaseError> {
-    let name = rel::target_name(version, platform)?;
-    let worker_name = rel::component_target_name(rel::Component::Worker, version, platform)?;
+) -> Result<(RepositoryEditor, MetaVersions), ReleaseError> {
     let (_, root_path) = latest_root(repo)?;
-    let meta = metadata_dir(repo);
-    let (mut editor, versions) = if meta.join("timestamp.json").exists() {
-        let existing = load_existing(repo).await?;
-        let mut newest = None::<Version>;
-        for (n, t) in existing.all_targets() {
-            if n.raw() == name || n.raw() == worker_name {
-                return Err(ReleaseError::ReleaseExists {
-                    name: n.raw().to_owned(),
-                });
-            }
-            let custom = t.custom.get("version").and_then(|v| v.as_str());
-            if let Ok(r) = rel::parse_target(n.raw(), custom)
-                && r.platform == platform
-            {
-                newest = newest.max(Some(r.version));
-            }
-        }
-        if let Some(newest) = newest
-            && version <= newest
-        {
-            return Err(ReleaseError::NotNewer { version, newest });
-        }
-        let next = |v: NonZeroU64| v.saturating_add(1);
-        let versions = (
-            next(existing.targets().signed.version),
-            next(existing.snapshot().signed.version),
-            next(existing.timestamp().signed.version),
-        );
-        let editor = RepositoryEditor::from_repo(&root_path, existing)
-            .await
-            .map_err(|e| ReleaseError::Load {
-                dir: repo.to_owned(),
-                reason: chain(&e),
-            })?;
-        (editor, versions)
-    } else {
+    if !metadata_dir(repo).join("timestamp.json").exists() {
         let editor = RepositoryEditor::new(&root_path)
             .await
             .map_err(|e| ReleaseError::Load {
                 dir: repo.to_owned(),
                 reason: chain(&e),
             })?;
-        (editor, (NonZeroU64::MIN, NonZeroU64::MIN, NonZeroU64::MIN))
+        let first = MetaVersions {
+            targets: NonZeroU64::MIN,
+            snapshot: NonZeroU64::MIN,
+            timestamp: NonZeroU64::MIN,
+        };
+        return Ok((editor, first));
+    }
+    let existing = load_existing(repo).await?;
+    let mut newest = None::<Version>;
+    for (n, t) in existing.all_targets() {
+        if names.contains(&n.raw()) {
+            return Err(ReleaseError::ReleaseExists {
+                name: n.raw().to_owned(),
+            });
+        }
+        let custom = t.custom.get("version").and_then(|v| v.as_str());
+        if let Ok(r) = rel::parse_target(n.raw(), custom)
+            && r.platform == platform
+        {
+            newest = newest.max(Some(r.version));
+        }
+    }
+    if let Some(newest) = newest
+        && version <= newest
+    {
+        return Err(ReleaseError::NotNewer { version, newest });
+    }
+    let next = |v: NonZeroU64| v.saturating_add(1);
+    let versions = MetaVersions {
+        targets: next(existing.targets().signed.version),
+        snapshot: next(existing.snapshot().signed.version),
+        timestamp: next(existing.timestamp().signed.version),
     };
+    let editor = RepositoryEditor::from_repo(&root_path, existing)
+        .await
+        .map_err(|e| ReleaseError::Load {
+            dir: repo.to_owned(),
+            reason: chain(&e),
+        })?;
+    Ok((editor, versions))
+}
 
-    // Copy first, then hash the copy: what is signed is what is served.
-    let stage = staging(repo)?;
+/// Copies the agent and the worker into `stage` under their target names
+/// and builds their entries, each naming the other: the pair is one signed
+/// release. Copy first, then hash the copy: what is signed is what is
+/// served.
+async fn stage_targets(
+    stage: &Path,
+    files: [(&Path, &str); 2],
+    version: Version,
+    platform: &str,
+) -> Result<[StagedTarget; 2], ReleaseError> {
     let mut entries = Vec::new();
-    for (file, target_name) in [(agent, &name), (worker, &worker_name)] {
+    for (file, target_name) in files {
         let staged_target = stage.join(target_name);
         std::fs::copy(file, &staged_target).map_err(|source| ReleaseError::Read {
             path: file.to_owned(),
@@ -552,39 +567,59 @@ pub async fn publish(
         target
             .custom
             .insert("platform".into(), serde_json::json!(platform));
-        entries.push((staged_target, target_name.clone(), target));
+        entries.push(StagedTarget {
+            path: staged_target,
+            name: target_name.to_owned(),
+            target,
+        });
     }
-    let sha = |t: &tough::schema::Target| hex::encode(t.hashes.sha256.as_ref());
-    let (agent_sha, worker_sha) = (sha(&entries[0].2), sha(&entries[1].2));
-    let (length, worker_length) = (entries[0].2.length, entries[1].2.length);
-    // Each binary names the other: the pair is one signed release.
-    entries[0].2.custom.insert(
+    let [mut agent, mut worker]: [StagedTarget; 2] = entries
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("two files staged"));
+    let (agent_sha, worker_sha) = (target_sha(&agent.target), target_sha(&worker.target));
+    agent.target.custom.insert(
         "worker".into(),
-        serde_json::json!({"name": worker_name, "sha256": worker_sha}),
+        serde_json::json!({"name": worker.name, "sha256": worker_sha}),
     );
-    entries[1].2.custom.insert(
+    worker.target.custom.insert(
         "agent".into(),
-        serde_json::json!({"name": name, "sha256": agent_sha}),
+        serde_json::json!({"name": agent.name, "sha256": agent_sha}),
     );
-    let sha256 = agent_sha;
+    Ok([agent, worker])
+}
+
+fn target_sha(t: &tough::schema::Target) -> String {
+    hex::encode(t.hashes.sha256.as_ref())
+}
+
+/// Adds the targets, signs targets, snapshot and timestamp with the role
+/// keys in `keys`, and writes them to `stage/metadata`.
+async fn sign_metadata(
+    mut editor: RepositoryEditor,
+    entries: &[StagedTarget],
+    versions: MetaVersions,
+    expiries: Expiries,
+    keys: &Path,
+    stage: &Path,
+) -> Result<PathBuf, ReleaseError> {
     let build = |e: tough::error::Error| ReleaseError::Build {
         what: "repository metadata",
         reason: chain(&e),
     };
-    for (_, target_name, target) in &entries {
+    for e in entries {
         editor
-            .add_target(target_name.as_str(), target.clone())
+            .add_target(e.name.as_str(), e.target.clone())
             .map_err(build)?;
     }
     editor
-        .targets_version(versions.0)
+        .targets_version(versions.targets)
         .map_err(build)?
         .targets_expires(expiries.targets)
         .map_err(build)?;
     editor
-        .snapshot_version(versions.1)
+        .snapshot_version(versions.snapshot)
         .snapshot_expires(expiries.snapshot)
-        .timestamp_version(versions.2)
+        .timestamp_version(versions.timestamp)
         .timestamp_expires(expiries.timestamp);
     let role_keys: Vec<PathBuf> = ["targets", "snapshot", "timestamp"]
         .iter()
@@ -608,15 +643,47 @@ pub async fn publish(
             path: staged_meta.clone(),
             source: std::io::Error::other(chain(&e)),
         })?;
+    Ok(staged_meta)
+}
+
+/// Signs and publishes the pair `agent` + `worker` as release `version` for
+/// `platform`: copies each to `targets/<sha256>.<name>` (names from
+/// `askee_core::release::component_target_name`), then writes new targets
+/// (both entries in one signed targets version, each naming the other in
+/// its custom metadata) and snapshot metadata and, last, the timestamp
+/// (each by rename, so a client never sees a half-written file or half a
+/// release).
+pub async fn publish(
+    repo: &Path,
+    keys: &Path,
+    agent: &Path,
+    worker: &Path,
+    version: Version,
+    platform: &str,
+    expiries: Expiries,
+) -> Result<Published, ReleaseError> {
+    let name = rel::target_name(version, platform)?;
+    let worker_name = rel::component_target_name(rel::Component::Worker, version, platform)?;
+    let meta = metadata_dir(repo);
+    let (editor, versions) = open_editor(repo, [&name, &worker_name], version, platform).await?;
+    let stage = staging(repo)?;
+    let entries = stage_targets(
+        &stage,
+        [(agent, &name), (worker, &worker_name)],
+        version,
+        platform,
+    )
+    .await?;
+    let staged_meta = sign_metadata(editor, &entries, versions, expiries, keys, &stage).await?;
 
     // Publish: the binaries, then targets and snapshot, the timestamp last.
-    for (staged_target, target_name, target) in &entries {
+    for e in &entries {
         rename(
-            staged_target,
-            &targets_dir(repo).join(format!("{}.{target_name}", sha(target))),
+            &e.path,
+            &targets_dir(repo).join(format!("{}.{}", target_sha(&e.target), e.name)),
         )?;
     }
-    let (tv, sv) = (versions.0.get(), versions.1.get());
+    let (tv, sv) = (versions.targets.get(), versions.snapshot.get());
     for file in [format!("{tv}.targets.json"), format!("{sv}.snapshot.json")] {
         rename(&staged_meta.join(&file), &meta.join(&file))?;
     }
@@ -625,16 +692,17 @@ pub async fn publish(
         &meta.join("timestamp.json"),
     )?;
     let _ = std::fs::remove_dir_all(&stage);
+    let [agent_entry, worker_entry] = entries;
     Ok(Published {
         name,
-        sha256,
-        length,
+        sha256: target_sha(&agent_entry.target),
+        length: agent_entry.target.length,
         worker_name,
-        worker_sha256: worker_sha,
-        worker_length,
+        worker_sha256: target_sha(&worker_entry.target),
+        worker_length: worker_entry.target.length,
         targets_version: tv,
         snapshot_version: sv,
-        timestamp_version: versions.2.get(),
+        timestamp_version: versions.timestamp.get(),
     })
 }
 
@@ -693,212 +761,6 @@ pub async fn refresh_timestamp(
     rename(&staged, &meta.join("timestamp.json"))?;
     let _ = std::fs::remove_dir_all(&stage);
     Ok(version.get())
-}
-
-/// The repository, read-only: `/tuf/metadata/…` and `/tuf/targets/…`
-/// (JSON as `application/json`, binaries as `application/octet-stream`,
-/// no directory listing, no index pages, `no-cache` so the timestamp is
-/// always fetched anew).
-pub fn routes(repo: &Path) -> Router {
-    use axum::http::{HeaderValue, header};
-    use tower_http::set_header::SetResponseHeaderLayer;
-    let dir = |d: PathBuf| ServeDir::new(d).append_index_html_on_directories(false);
-    Router::new()
-        .nest_service("/tuf/metadata", dir(metadata_dir(repo)))
-        .nest_service("/tuf/targets", dir(targets_dir(repo)))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-}
-
-pub mod cli {
-    //! `askee-server release …`.
-
-    use std::path::PathBuf;
-
-    use clap::{Args, Subcommand};
-
-    use super::*;
-
-    /// Sign and publish agent releases as a TUF repository.
-    #[derive(Debug, Clone, Args)]
-    pub struct ReleaseArgs {
-        #[command(subcommand)]
-        pub command: ReleaseCommand,
-    }
-
-    #[derive(Debug, Clone, Subcommand)]
-    pub enum ReleaseCommand {
-        /// Manage the repository's signing keys.
-        Keys {
-            #[command(subcommand)]
-            command: KeysCommand,
-        },
-        /// The root ceremony (offline, with the root keys): write
-        /// metadata/1.root.json, signed by every root-N.pk8 in --keys.
-        /// Ship that file with the agents as their trusted root.
-        Init {
-            /// Repository directory (created).
-            #[arg(long)]
-            repo: PathBuf,
-            /// Key directory from `release keys generate`.
-            #[arg(long)]
-            keys: PathBuf,
-            /// Root signatures a client requires.
-            #[arg(long, default_value_t = 2)]
-            root_threshold: u64,
-            /// Root expiry: RFC 3339 time or duration (s, m, h, d).
-            #[arg(long, default_value = "365d", allow_hyphen_values = true)]
-            root_expires: String,
-        },
-        /// Sign and publish a release: the agent and its sandbox worker, as
-        /// two targets of one signed targets version (needs only the
-        /// targets, snapshot and timestamp keys).
-        Publish {
-            /// The agent binary (`askee-agent`).
-            #[arg(long)]
-            agent: PathBuf,
-            /// The sandbox worker built with it (`askee-agent-worker`).
-            #[arg(long)]
-            worker: PathBuf,
-            /// Release version, MAJOR.MINOR.PATCH (newer than any published).
-            #[arg(long)]
-            version: String,
-            /// Platform, ARCH-OS (default: this host's).
-            #[arg(long)]
-            platform: Option<String>,
-            /// Repository directory.
-            #[arg(long)]
-            repo: PathBuf,
-            /// Directory with targets.pk8, snapshot.pk8 and timestamp.pk8.
-            #[arg(long)]
-            keys: PathBuf,
-            /// Targets expiry (RFC 3339 time or duration).
-            #[arg(long, default_value = "90d", allow_hyphen_values = true)]
-            targets_expires: String,
-            /// Snapshot expiry.
-            #[arg(long, default_value = "30d", allow_hyphen_values = true)]
-            snapshot_expires: String,
-            /// Timestamp expiry; keep it short and run refresh-timestamp.
-            #[arg(long, default_value = "1d", allow_hyphen_values = true)]
-            timestamp_expires: String,
-        },
-        /// Sign a new timestamp for the current snapshot (needs only
-        /// timestamp.pk8); run it well within the timestamp's lifetime.
-        RefreshTimestamp {
-            /// Repository directory.
-            #[arg(long)]
-            repo: PathBuf,
-            /// Directory with timestamp.pk8.
-            #[arg(long)]
-            keys: PathBuf,
-            /// New expiry (RFC 3339 time or duration).
-            #[arg(long, default_value = "1d", allow_hyphen_values = true)]
-            expires: String,
-        },
-    }
-
-    #[derive(Debug, Clone, Subcommand)]
-    pub enum KeysCommand {
-        /// Create root-1..N.pk8, targets.pk8, snapshot.pk8 and
-        /// timestamp.pk8 (Ed25519 PKCS#8, mode 0600) in --dir; never
-        /// overwrites. Keep the root keys offline, apart from each other.
-        Generate {
-            #[arg(long)]
-            dir: PathBuf,
-            /// Number of root keys.
-            #[arg(long, default_value_t = 3)]
-            root_keys: usize,
-        },
-    }
-
-    /// Runs one `release` command, printing what it did.
-    pub async fn run(args: &ReleaseArgs) -> Result<(), ReleaseError> {
-        let now = jiff::Timestamp::now();
-        match &args.command {
-            ReleaseCommand::Keys {
-                command: KeysCommand::Generate { dir, root_keys },
-            } => {
-                for k in generate_keys(dir, *root_keys).await? {
-                    println!("{:<10} {}  key id {}", k.role, k.path.display(), k.key_id);
-                }
-                println!(
-                    "move the root keys offline (apart from each other) after `release init`; \
-                     the publisher needs only targets.pk8, snapshot.pk8 and timestamp.pk8"
-                );
-            }
-            ReleaseCommand::Init {
-                repo,
-                keys,
-                root_threshold,
-                root_expires,
-            } => {
-                let expires = parse_expiry("--root-expires", root_expires, now)?;
-                let done = init(repo, keys, *root_threshold, expires).await?;
-                println!(
-                    "wrote {} ({}-of-{} root keys); ship it with the agents as their trusted root",
-                    done.root.display(),
-                    done.threshold,
-                    done.root_keys
-                );
-            }
-            ReleaseCommand::Publish {
-                agent,
-                worker,
-                version,
-                platform,
-                repo,
-                keys,
-                targets_expires,
-                snapshot_expires,
-                timestamp_expires,
-            } => {
-                let expiries = Expiries {
-                    targets: parse_expiry("--targets-expires", targets_expires, now)?,
-                    snapshot: parse_expiry("--snapshot-expires", snapshot_expires, now)?,
-                    timestamp: parse_expiry("--timestamp-expires", timestamp_expires, now)?,
-                };
-                let platform = platform.clone().unwrap_or_else(rel::host_platform);
-                let p = publish(
-                    repo,
-                    keys,
-                    agent,
-                    worker,
-                    Version::parse(version)?,
-                    &platform,
-                    expiries,
-                )
-                .await?;
-                println!(
-                    "published {} ({} bytes, sha256 {}) and {} ({} bytes, sha256 {}): targets v{}, snapshot v{}, timestamp v{}",
-                    p.name,
-                    p.length,
-                    p.sha256,
-                    p.worker_name,
-                    p.worker_length,
-                    p.worker_sha256,
-                    p.targets_version,
-                    p.snapshot_version,
-                    p.timestamp_version
-                );
-            }
-            ReleaseCommand::RefreshTimestamp {
-                repo,
-                keys,
-                expires,
-            } => {
-                let expires = parse_expiry("--expires", expires, now)?;
-                let v = refresh_timestamp(repo, keys, expires).await?;
-                println!("timestamp v{v} expires {expires}");
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

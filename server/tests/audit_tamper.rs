@@ -3,7 +3,7 @@
 
 mod support;
 
-use askee_server::audit::{Finding, verify_log};
+use askee_server::service::audit::{Finding, verify_log};
 use askee_server::store::SqlStore;
 use axum::http::StatusCode;
 use support::{Backend, TestServer, node};

@@ -431,10 +431,10 @@ async fn signed_requests_resist_replay_and_tampering(backend: Backend) {
         .create_operator(
             &askee_server::store::OperatorRecord {
                 name: "ops".into(),
-                token_hash: askee_server::extract::credential_hash(credential),
+                token_hash: askee_server::service::auth::credential_hash(credential),
                 created_at: s.now(),
             },
-            askee_server::consent::draft(&s.state, "operator.create", "ops", json!({})),
+            askee_server::service::consent::draft(&s.state, "operator.create", "ops", json!({})),
         )
         .await
         .unwrap();
@@ -494,11 +494,11 @@ async fn bad_bodies_get_problem_documents(backend: Backend) {
 async fn audit_proofs_verify(backend: Backend) {
     let s = TestServer::start(backend).await;
     s.consent(&node(10)).await;
-    let first: askee_server::audit::CheckpointResponse =
+    let first: askee_server::service::audit::CheckpointResponse =
         serde_json::from_value(s.get("/v1/audit/checkpoint").await.expect(StatusCode::OK)).unwrap();
     assert_eq!(first.size, 3);
     s.consent(&node(11)).await;
-    let second: askee_server::audit::CheckpointResponse =
+    let second: askee_server::service::audit::CheckpointResponse =
         serde_json::from_value(s.get("/v1/audit/checkpoint").await.expect(StatusCode::OK)).unwrap();
     assert_eq!(second.size, 6);
     let origin = s.state.config.log_origin();

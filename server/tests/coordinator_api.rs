@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::json;
-use support::coord::*;
+use support::coordinator::*;
 use support::{Backend, TestServer, key_of, node};
 use tower::ServiceExt as _;
 
@@ -287,7 +287,9 @@ async fn expired_leases_and_silent_nodes_put_work_back(backend: Backend) {
     s.signed(&b, "/v1/nodes/heartbeat", &json!({}))
         .await
         .expect(StatusCode::OK);
-    let swept = askee_server::coord::sweep_once(&s.state).await.unwrap();
+    let swept = askee_server::service::coordinator::sweep_once(&s.state)
+        .await
+        .unwrap();
     assert_eq!(swept.nodes_offline, 1);
     assert_eq!(swept.leases_expired, 1);
     let got_b = lease(&s, &b, 1).await;

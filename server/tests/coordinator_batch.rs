@@ -13,7 +13,7 @@ use askee_core::wire::v1::*;
 use askee_server::store::AssignmentState;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support::coord::*;
+use support::coordinator::*;
 use support::{Backend, Reply, TestServer, key_of, node};
 
 /// The batch request signed by `n` with the given nonce.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use askee_core::signal::{self, Statement};
 use askee_core::{SigningKey, b64};
-use askee_server::discovery::{Crawler, CrawlerConfig, DiscoveryError, Outcome, WellKnown};
+use askee_server::service::discovery::{
+    Crawler, CrawlerConfig, DiscoveryError, Outcome, WellKnown,
+};
 use askee_server::store::InvitationState;
 use askee_testkit::dns::{Nsd, txt_rdata, zone_file};
 use axum::extract::State;

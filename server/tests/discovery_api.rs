@@ -19,10 +19,10 @@ async fn with_operator(backend: Backend) -> TestServer {
         .create_operator(
             &askee_server::store::OperatorRecord {
                 name: "ops".into(),
-                token_hash: askee_server::extract::credential_hash(CREDENTIAL),
+                token_hash: askee_server::service::auth::credential_hash(CREDENTIAL),
                 created_at: s.now(),
             },
-            askee_server::consent::draft(&s.state, "operator.create", "ops", json!({})),
+            askee_server::service::consent::draft(&s.state, "operator.create", "ops", json!({})),
         )
         .await
         .unwrap();

@@ -6,6 +6,6 @@
 fn committed_openapi_matches_the_code() {
     askee_testkit::check(
         "openapi/openapi.json",
-        &askee_server::api::openapi_document(),
+        &askee_server::http::openapi_document(),
     );
 }

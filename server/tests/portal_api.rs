@@ -12,7 +12,7 @@ use askee_core::{SigningKey, b64};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use support::coord::{Op, digest_of, lease, operator, register, report, statement, submit};
+use support::coordinator::{Op, digest_of, lease, operator, register, report, statement, submit};
 use support::{Backend, Reply, TestServer, key_of, node};
 
 const SESSION: &str = "askee-portal-session";
@@ -340,7 +340,7 @@ async fn sessions_are_refused(backend: Backend) {
 
     // Sessions expire.
     let secret = pair(&s, &volunteer, Some(&id)).await;
-    s.advance(askee_server::portal::SESSION_LIFETIME_SECS);
+    s.advance(askee_server::service::portal::SESSION_LIFETIME_SECS);
     let p = get_with(&s, "/v1/portal/session", &secret)
         .await
         .problem(StatusCode::UNAUTHORIZED);
@@ -395,7 +395,7 @@ async fn dashboard_views(backend: Backend) {
         .add_domains(&["volunteers.example".into()], s.now())
         .await
         .unwrap();
-    let cp = askee_server::audit::checkpoint_now(
+    let cp = askee_server::service::audit::checkpoint_now(
         s.state.store.as_ref(),
         &s.state.keys,
         &s.state.config.log_origin(),

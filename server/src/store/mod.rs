@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use askee_core::merkle::Hash;
 use askee_core::wire::v1::AuditEntry;
 
-pub mod work;
 pub mod dashboard;
 pub mod discovery;
 mod sql;
+pub mod work;
 
 pub use work::*;
 

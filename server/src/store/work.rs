@@ -16,6 +16,10 @@ use askee_core::wire::v1::{NodeState, ReportStatus, TaskState};
 
 use super::{AuditDraft, StoreError};
 
+// A node's counters and the misbehaviour counted in them are plain data the
+// verdicts read; they live in `crate::verdict`.
+pub use crate::verdict::{Misbehaviour, NodeStats};
+
 /// A registered node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
@@ -41,23 +45,6 @@ pub struct NodeRecord {
     pub stats: NodeStats,
     pub reputation_micros: u32,
     pub exclusion_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    pub heartbeats: u64,
-    pub assigned: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub agreed: u64,
-    pub wrong: u64,
-    pub invalid_signatures: u64,
-    /// Protocol violations, such as reporting another node's assignment.
-    pub policy_violations: u64,
-    /// Signed claims no honest agent can make (`impossible_claim`).
-    pub malicious_patterns: u64,
-    pub consensus_failures: u64,
-    pub streak: u64,
 }
 
 /// A task as stored.
@@ -169,20 +156,6 @@ pub struct LeaseQuery<'a> {
     pub lease_expires_at: i64,
     pub new_id: &'a (dyn Fn() -> String + Send + Sync),
     pub choose: &'a (dyn Fn(&TaskRecord) -> LeaseChoice + Send + Sync),
-}
-
-/// Misbehaviour a node is caught at outside the quorum, counted as
-/// Byzantine evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misbehaviour {
-    /// A message or result whose signature did not verify.
-    InvalidSignature,
-    /// A signed request the protocol forbids, such as a result for another
-    /// node's assignment.
-    PolicyViolation,
-    /// A signed claim no honest agent can make, such as more fuel consumed
-    /// than the task allows (`askee_core::coordinator::impossible_claim`).
-    MaliciousPattern,
 }
 
 /// A result report as the store sees it (signature already verified).

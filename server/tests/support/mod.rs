@@ -4,15 +4,16 @@
 
 #![allow(dead_code)]
 
-pub mod coord;
+pub mod coordinator;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use askee_core::signing::{self, signed_headers};
-use askee_core::wire::v1::{GRANT_STATEMENT_VERSION, GrantStatement, Permissions};
+use askee_core::wire::v1::{
+    GRANT_STATEMENT_VERSION, GrantResponse, GrantStatement, ManifestResponse, Permissions,
+};
 use askee_core::{SigningKey, b64};
-use askee_server::consent::{GrantResponse, ManifestResponse};
 use askee_server::{AppState, Clock, Config};
 use askee_testkit::pg::PgCluster;
 use axum::Router;
