@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use askee_sandbox::runtime::Invocation;
+use askee_sandbox::runtime::{Invocation, WasmEngine};
 use askee_sandbox::{Limits, Sandbox, SandboxConfig, TaskOutcome, TaskSpec};
 
 fn pct(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -58,9 +58,29 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
 
+    native_startup(tmp.path(), &sb, &limits, n);
+
+    cgroup_join();
+
+    // `ASKEE_BENCH_ONLY=startup` stops here (the native start-up and its reference).
+    if only.as_deref() == Some("startup") {
+        return;
+    }
+
+    wasm_trivial(&sb, &limits, n);
+    let engine = sb.engine();
+    instantiate(engine, &limits);
+
+    // 4. Compute kernels: wasm vs the same Rust code native.
+    compute(tmp.path(), engine);
+}
+
+/// Row 1: a trivial native task, sandbox start to exit (with and without a
+/// spare worker), beside bubblewrap.
+fn native_startup(tmp: &Path, sb: &Sandbox, limits: &Limits, n: usize) {
     // 1. Trivial native task, sandbox start to exit, beside bubblewrap.
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/hostile.c");
-    let prog = tmp.path().join("hostile");
+    let prog = tmp.join("hostile");
     let built = Command::new("gcc")
         .args(["-static", "-O1", "-o"])
         .arg(&prog)
@@ -68,20 +88,16 @@ fn main() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    // Back to back, and with a pause before each start (tasks arriving now and
-    // then, as on a volunteer's machine: caches and the kernel's cgroup
-    // migration fast path have gone cold by then).
-    let pause = Duration::from_millis(20);
     let mut spec = TaskSpec::native(&prog);
     spec.args = vec!["true".into()];
     spec.limits = limits.clone();
     // Spares are kept per worker binary: a copy of the binary keeps this
     // sandbox's tasks off the other sandbox's spares.
-    let cold_worker = tmp.path().join("askee-worker-cold");
+    let cold_worker = tmp.join("askee-worker-cold");
     std::fs::copy(worker(), &cold_worker).expect("copy worker");
     let cold = Sandbox::new(SandboxConfig {
         worker: cold_worker,
-        work_dir: tmp.path().join("work-cold"),
+        work_dir: tmp.join("work-cold"),
         spare_worker: false,
     })
     .expect("sandbox");
@@ -101,12 +117,11 @@ fn main() {
             _ => None,
         }
     };
-    type Run<'a> = Box<dyn Fn() -> Option<Duration> + 'a>;
     let mut kinds: Vec<(&str, Run)> = Vec::new();
     if built {
         kinds.push((
             "sandbox native trivial (spare worker)",
-            Box::new(|| sandboxed(&sb)),
+            Box::new(|| sandboxed(sb)),
         ));
         kinds.push((
             "sandbox native trivial, no spare worker",
@@ -120,6 +135,16 @@ fn main() {
     } else {
         println!("bwrap reference: bubblewrap missing or failing, skipped");
     }
+    take_turns(&kinds, n);
+}
+
+/// Run `kinds` `n` times each, back to back and then `pause` apart, and show
+/// each kind's times.
+fn take_turns(kinds: &[(&str, Run)], n: usize) {
+    // Back to back, and with a pause before each start (tasks arriving now and
+    // then, as on a volunteer's machine: caches and the kernel's cgroup
+    // migration fast path have gone cold by then).
+    let pause = Duration::from_millis(20);
     // The kinds take turns in blocks of `block` starts, so a machine that slows
     // down or speeds up during the run (this VM does, by tens of percent over
     // minutes) weighs on all of them alike; within a block starts are back to
@@ -145,19 +170,14 @@ fn main() {
             }
         }
     }
+}
 
-    cgroup_join();
+/// A start measured by a closure: its time, or `None` when it could not run.
+type Run<'a> = Box<dyn Fn() -> Option<Duration> + 'a>;
 
-    // `ASKEE_BENCH_ONLY=startup` stops here (the native start-up and its reference).
-    if only.as_deref() == Some("startup") {
-        return;
-    }
-
-    // 2. Trivial wasm task through the whole sandbox.
-    let hello = br#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-        (memory (export "memory") 1) (data (i32.const 0) "\10\00\00\00\03\00\00\00") (data (i32.const 16) "hi\n")
-        (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-    let mut spec = TaskSpec::wasm(hello.to_vec());
+/// Row 2: a trivial wasm task through the whole sandbox.
+fn wasm_trivial(sb: &Sandbox, limits: &Limits, n: usize) {
+    let mut spec = TaskSpec::wasm(HELLO.to_vec());
     spec.limits = limits.clone();
     sb.run(&spec).expect("warm cache");
     let mut v = Vec::new();
@@ -168,10 +188,16 @@ fn main() {
         assert!(matches!(out, TaskOutcome::Completed { exit_code: 0, .. }));
     }
     show("sandbox wasm trivial (cached module)", v);
+}
 
-    // 3. Instantiation of a cached module (in-process).
-    let engine = sb.engine();
-    let compiled = engine.compile(hello).expect("compile");
+/// The trivial module of row 2.
+const HELLO: &[u8] = br#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1) (data (i32.const 0) "\10\00\00\00\03\00\00\00") (data (i32.const 16) "hi\n")
+        (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// Row 3: instantiation of a cached module (in-process).
+fn instantiate(engine: &WasmEngine, limits: &Limits) {
+    let compiled = engine.compile(HELLO).expect("compile");
     let inv = Invocation {
         limits: limits.clone(),
         ..Default::default()
@@ -179,16 +205,13 @@ fn main() {
     let mut v = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();
-        let c = engine.compile(hello).expect("cached");
+        let c = engine.compile(HELLO).expect("cached");
         let inst = engine.instantiate(&c, &inv).expect("instantiate");
         v.push(t.elapsed());
         drop(inst);
     }
     drop(compiled);
     show("cache lookup + instantiate (in-process)", v);
-
-    // 4. Compute kernels: wasm vs the same Rust code native.
-    compute(tmp.path(), engine);
 }
 
 /// A kernel from `benches/kernels/` compiled for wasm32-wasip1 at opt-level 3 with
