@@ -10,6 +10,8 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::clock::now;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("coordinator url {url:?} is not http(s)")]
@@ -64,13 +66,6 @@ pub struct Coordinator {
     base: String,
     http: reqwest::Client,
     key: SigningKey,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Coordinator {

@@ -134,12 +134,13 @@ impl Config {
     /// file renamed over it).
     pub fn save(&self, home: &Path) -> Result<(), ConfigError> {
         let path = Self::path(home);
-        let tmp = home.join(format!(".{FILE_NAME}.tmp"));
-        std::fs::write(&tmp, self.to_toml()).map_err(|source| ConfigError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|source| ConfigError::Write { path, source })
+        crate::private_file::write_shared(&path, self.to_toml().as_bytes())
+            .map_err(|source| ConfigError::Write { path, source })
+    }
+
+    /// How often the idle monitor samples (at least every 10 ms apart).
+    pub fn sample_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.sample_interval_ms.max(10))
     }
 
     /// The scratch directory for tasks.

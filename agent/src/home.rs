@@ -8,6 +8,8 @@ use askee_core::wire::v1::{CapabilityManifest, ConsentToken, RevocationCertifica
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
+use crate::private_file;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
     #[error("no node key in {dir}; run `askee-agent init` first")]
@@ -44,19 +46,7 @@ pub struct Home {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| HomeError::Write {
+    private_file::write(path, bytes).map_err(|source| HomeError::Write {
         path: path.to_owned(),
         source,
     })

@@ -89,7 +89,15 @@ pub struct Sensors {
 #[derive(Debug)]
 pub struct Sample {
     pub reading: Reading,
-    pub errors: Vec<(&'static str, SourceError)>,
+    pub errors: Vec<SourceFailure>,
+}
+
+/// A source that could not be read in a sample.
+#[derive(Debug)]
+pub struct SourceFailure {
+    /// Which source (`cpu`, `input`, `network`, `memory`, `power`, `programs`).
+    pub source: &'static str,
+    pub error: SourceError,
 }
 
 impl Sensors {
@@ -107,13 +115,13 @@ impl Sensors {
         let mut errors = Vec::new();
         let (cpu_percent, input_idle_secs) = self.read_activity(&mut errors);
         let e = &mut errors;
-        let network_bytes_per_sec = ok(e, "network", self.network.bytes_per_sec()).flatten();
-        let memory = ok(e, "memory", self.memory.memory());
-        let power = ok(e, "power", self.power.power()).unwrap_or(Power::Unknown);
+        let network_bytes_per_sec = recorded(e, "network", self.network.bytes_per_sec()).flatten();
+        let memory = recorded(e, "memory", self.memory.memory());
+        let power = recorded(e, "power", self.power.power()).unwrap_or(Power::Unknown);
         let exclusive_running = if self.exclusive.is_empty() {
             Vec::new()
         } else {
-            ok(e, "programs", self.programs.running(&self.exclusive)).unwrap_or_default()
+            recorded(e, "programs", self.programs.running(&self.exclusive)).unwrap_or_default()
         };
         Sample {
             reading: Reading {
@@ -132,12 +140,9 @@ impl Sensors {
 
     /// CPU use and input idleness, the signs of the volunteer coming back; a
     /// failing input source counts as recent input (fail closed).
-    fn read_activity(
-        &mut self,
-        errors: &mut Vec<(&'static str, SourceError)>,
-    ) -> (Option<f64>, Option<u64>) {
-        let cpu_percent = ok(errors, "cpu", self.cpu.busy_percent()).flatten();
-        let input_idle_secs = ok(errors, "input", self.input.idle_secs()).unwrap_or(Some(0));
+    fn read_activity(&mut self, errors: &mut Vec<SourceFailure>) -> (Option<f64>, Option<u64>) {
+        let cpu_percent = recorded(errors, "cpu", self.cpu.busy_percent()).flatten();
+        let input_idle_secs = recorded(errors, "input", self.input.idle_secs()).unwrap_or(Some(0));
         (cpu_percent, input_idle_secs)
     }
 
@@ -161,12 +166,18 @@ impl Sensors {
 }
 
 /// The value of a source, or `None` with its error recorded under `what`.
-fn ok<T>(
-    errors: &mut Vec<(&'static str, SourceError)>,
+fn recorded<T>(
+    errors: &mut Vec<SourceFailure>,
     what: &'static str,
     r: Result<T, SourceError>,
 ) -> Option<T> {
-    r.map_err(|e| errors.push((what, e))).ok()
+    r.map_err(|error| {
+        errors.push(SourceFailure {
+            source: what,
+            error,
+        })
+    })
+    .ok()
 }
 
 /// How often the slow sources (network, memory, power, exclusive programs)
@@ -284,8 +295,8 @@ impl IdleMonitor {
                 full = Some(sample.reading.clone());
             }
             if !sample.errors.is_empty() && !reported_errors {
-                for (what, e) in &sample.errors {
-                    tracing::warn!(source = what, error = %e, "idle source unavailable");
+                for failure in &sample.errors {
+                    tracing::warn!(source = failure.source, error = %failure.error, "idle source unavailable");
                 }
                 reported_errors = true;
             }

@@ -553,7 +553,7 @@ impl Deployed {
     }
 
     pub fn sample_interval(&self) -> Duration {
-        Duration::from_millis(self.config.sample_interval_ms.max(10))
+        self.config.sample_interval()
     }
 
     /// Runs `foreground` the way a volunteer comes back to a machine whose

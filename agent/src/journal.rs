@@ -122,7 +122,7 @@ impl Finding {
 /// tail when another process wrote since.
 pub struct Journal {
     path: PathBuf,
-    inner: Mutex<Tail>,
+    tail: Mutex<Tail>,
 }
 
 struct Tail {
@@ -162,7 +162,7 @@ impl Journal {
         let len = file.metadata().map_err(open_err)?.len();
         Ok(Self {
             path: path.to_owned(),
-            inner: Mutex::new(Tail {
+            tail: Mutex::new(Tail {
                 file,
                 next_seq,
                 last_hash,
@@ -181,7 +181,7 @@ impl Journal {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<JournalEntry, JournalError> {
-        let mut tail = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let append_err = |source| JournalError::Append {
             path: self.path.clone(),
             source,
@@ -214,10 +214,7 @@ impl Journal {
                 None => (0, GENESIS.to_owned()),
             };
         }
-        let timestamp_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let timestamp_ms = crate::clock::now_ms();
         let hash = entry_hash(tail.next_seq, timestamp_ms, kind, &data, &tail.last_hash);
         let entry = JournalEntry {
             seq: tail.next_seq,

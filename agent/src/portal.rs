@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use askee_core::signing::{self, manifest_digest};
-use askee_core::wire::v1::{CapabilityManifest, GRANT_STATEMENT_VERSION, GrantStatement};
+use askee_core::wire::v1::{
+    CapabilityManifest, GRANT_STATEMENT_VERSION, GrantResponse, GrantStatement,
+};
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -119,7 +121,7 @@ pub async fn wait_for_choice(
 }
 
 /// Signs a grant over exactly `held` and `choice` and submits it through the
-/// pairing; answers the server's grant response.
+/// pairing; answers the coordinator's grant response.
 pub async fn sign_and_submit(
     client: &Coordinator,
     key: &SigningKey,
@@ -127,7 +129,7 @@ pub async fn sign_and_submit(
     held: &CapabilityManifest,
     choice: &Choice,
     now: i64,
-) -> Result<Value, PortalError> {
+) -> Result<GrantResponse, PortalError> {
     let statement = GrantStatement {
         version: GRANT_STATEMENT_VERSION.into(),
         manifest_id: held.manifest_id.clone(),

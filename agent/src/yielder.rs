@@ -22,7 +22,7 @@ use crate::journal::Journal;
 /// source (which does not count their CPU use). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct TaskSet {
-    inner: Arc<Mutex<BTreeMap<String, TaskControl>>>,
+    tasks: Arc<Mutex<BTreeMap<String, TaskControl>>>,
     changed: Arc<Notify>,
 }
 
@@ -32,7 +32,7 @@ impl TaskSet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TaskControl>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds a running task; the yielder freezes it at once if the machine is busy.

@@ -1,5 +1,5 @@
-//! A capability manifest in plain words, for a person deciding whether to
-//! lend their computer.
+//! What the volunteer reads, in plain words: a capability manifest and the
+//! limits of a grant, the local journal's entries and what its check found.
 
 use crate::journal::{Finding, JournalEntry};
 use askee_core::wire::v1::{CapabilityManifest, Permissions};
