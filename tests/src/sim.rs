@@ -426,157 +426,209 @@ struct Agent {
     kill_after: Option<u64>,
 }
 
+/// What one lease request gave an agent.
+enum Leased {
+    Work(Vec<Assignment>),
+    /// Nothing to do now: ask again.
+    Again,
+    /// Refused for good (excluded): the agent stops.
+    Stop,
+}
+
+/// An agent's progress through a run.
+struct Progress {
+    node_id: String,
+    reports: u64,
+    agreed_challenges: u32,
+    last_beat: Instant,
+}
+
 impl Agent {
     async fn run(mut self) {
-        let node_id = b64::encode(self.key.verifying_key().as_bytes());
-        let mut reports = 0u64;
-        let mut agreed_challenges = 0u32;
-        let mut last_beat = Instant::now();
+        let mut p = Progress {
+            node_id: b64::encode(self.key.verifying_key().as_bytes()),
+            reports: 0,
+            agreed_challenges: 0,
+            last_beat: Instant::now(),
+        };
         while !self.shared.stop.load(Ordering::Relaxed) {
-            if last_beat.elapsed() > Duration::from_millis(500) {
-                let _ = self
-                    .api
-                    .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
-                    .await;
-                last_beat = Instant::now();
-            }
-            let leased = self
-                .api
-                .signed(
-                    &self.key,
-                    "/v1/work/lease",
-                    &json!({ "max_tasks": self.cfg.lease_batch }),
-                )
-                .await;
-            let assignments: Vec<Assignment> = match leased {
-                Ok(v) => serde_json::from_value(v["assignments"].clone()).unwrap_or_default(),
-                Err(SimError::Status {
-                    status: 403, body, ..
-                }) if body.contains("\"reason\":\"offline\"") => {
-                    // Missed heartbeats while busy: announce and go on.
-                    let _ = self
-                        .api
-                        .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
-                        .await;
-                    last_beat = Instant::now();
-                    continue;
-                }
-                Err(SimError::Status {
-                    status: 403, body, ..
-                }) => {
-                    if body.contains("byzantine") {
-                        self.shared
-                            .excluded_at
-                            .lock()
-                            .expect("lock")
-                            .entry(node_id.clone())
-                            .or_insert_with(Instant::now);
-                    }
-                    return;
-                }
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            self.heartbeat_if_due(&mut p.last_beat).await;
+            let assignments = match self.lease(&mut p).await {
+                Leased::Work(assignments) => assignments,
+                Leased::Again => continue,
+                Leased::Stop => return,
             };
-            if assignments.is_empty() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            if !self.work_on(assignments, &mut p).await {
+                return;
+            }
+        }
+    }
+
+    async fn heartbeat(&self, last_beat: &mut Instant) {
+        let _ = self
+            .api
+            .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
+            .await;
+        *last_beat = Instant::now();
+    }
+
+    async fn heartbeat_if_due(&self, last_beat: &mut Instant) {
+        if last_beat.elapsed() > Duration::from_millis(500) {
+            self.heartbeat(last_beat).await;
+        }
+    }
+
+    async fn lease(&self, p: &mut Progress) -> Leased {
+        let leased = self
+            .api
+            .signed(
+                &self.key,
+                "/v1/work/lease",
+                &json!({ "max_tasks": self.cfg.lease_batch }),
+            )
+            .await;
+        match leased {
+            Ok(v) => {
+                let assignments: Vec<Assignment> =
+                    serde_json::from_value(v["assignments"].clone()).unwrap_or_default();
+                if assignments.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Leased::Again;
+                }
+                Leased::Work(assignments)
+            }
+            Err(SimError::Status {
+                status: 403, body, ..
+            }) if body.contains("\"reason\":\"offline\"") => {
+                // Missed heartbeats while busy: announce and go on.
+                self.heartbeat(&mut p.last_beat).await;
+                Leased::Again
+            }
+            Err(SimError::Status {
+                status: 403, body, ..
+            }) => {
+                if body.contains("byzantine") {
+                    self.shared
+                        .excluded_at
+                        .lock()
+                        .expect("lock")
+                        .entry(p.node_id.clone())
+                        .or_insert_with(Instant::now);
+                }
+                Leased::Stop
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Leased::Again
+            }
+        }
+    }
+
+    /// Works through one lease's assignments and reports them; false when
+    /// the agent stops (the run is over, or the agent is killed) with
+    /// reports still unsent.
+    async fn work_on(&mut self, assignments: Vec<Assignment>, p: &mut Progress) -> bool {
+        let mut pending: Vec<ResultReport> = Vec::new();
+        for a in assignments {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            if let Some(limit) = self.kill_after
+                && p.reports >= limit
+            {
+                // Killed: leases it holds are left to expire.
+                return false;
+            }
+            self.heartbeat_if_due(&mut p.last_beat).await;
+            let nonce = a.statement.nonce.clone();
+            let is_challenge = nonce.starts_with("challenge-");
+            let Some(digest) = self.digest(&nonce, is_challenge, &mut p.agreed_challenges) else {
                 continue;
+            };
+            if self.kind == Kind::Slow {
+                tokio::time::sleep(self.cfg.slow_delay).await;
             }
-            let mut pending: Vec<ResultReport> = Vec::new();
-            for a in assignments {
-                if self.shared.stop.load(Ordering::Relaxed) {
-                    return;
+            let report = self.report(&a, &p.node_id, digest);
+            p.reports += 1;
+            if !is_challenge {
+                self.shared.results.fetch_add(1, Ordering::Relaxed);
+            }
+            pending.push(report);
+            if pending.len() >= self.cfg.report_batch.max(1) {
+                self.send_reports(&mut pending).await;
+            }
+        }
+        self.send_reports(&mut pending).await;
+        true
+    }
+
+    /// The digest this agent's kind reports for a task; `None` when a flaky
+    /// agent drops the assignment.
+    fn digest(&mut self, nonce: &str, is_challenge: bool, agreed: &mut u32) -> Option<String> {
+        let right = correct_digest(nonce);
+        Some(match self.kind {
+            Kind::Honest | Kind::Slow => right,
+            Kind::Flaky => {
+                if self.rng.gen_bool(self.cfg.flaky_drop_rate) {
+                    return None;
                 }
-                if let Some(limit) = self.kill_after
-                    && reports >= limit
-                {
-                    // Killed: leases it holds are left to expire.
-                    return;
-                }
-                if last_beat.elapsed() > Duration::from_millis(500) {
-                    let _ = self
-                        .api
-                        .signed(&self.key, "/v1/nodes/heartbeat", &json!({}))
-                        .await;
-                    last_beat = Instant::now();
-                }
-                let nonce = a.statement.nonce.clone();
-                let is_challenge = nonce.starts_with("challenge-");
-                let right = correct_digest(&nonce);
-                let wrong = || {
-                    let mut r = StdRng::seed_from_u64(
-                        u64::from_le_bytes(
-                            signing::sha256(nonce.as_bytes())[..8]
-                                .try_into()
-                                .expect("8 bytes"),
-                        ) ^ u64::from_le_bytes(
-                            self.key.to_bytes()[..8].try_into().expect("8 bytes"),
-                        ),
-                    );
-                    hex::encode(r.r#gen::<[u8; 32]>())
-                };
-                let digest = match self.kind {
-                    Kind::Honest | Kind::Slow => right,
-                    Kind::Flaky => {
-                        if self.rng.gen_bool(self.cfg.flaky_drop_rate) {
-                            continue;
-                        }
-                        right
-                    }
-                    Kind::Faulty => {
-                        if self.rng.gen_bool(self.cfg.faulty_error_rate) {
-                            wrong()
-                        } else {
-                            right
-                        }
-                    }
-                    Kind::Malicious => wrong(),
-                    Kind::Colluding => {
-                        if is_challenge && agreed_challenges < 3 {
-                            agreed_challenges += 1;
-                            right
-                        } else {
-                            collusion_digest(&nonce)
-                        }
-                    }
-                };
-                if self.kind == Kind::Slow {
-                    tokio::time::sleep(self.cfg.slow_delay).await;
-                }
-                let status = ReportStatus::Completed;
-                let signature = sign_result(
-                    &self.key,
-                    &ResultStatement {
-                        assignment_id: &a.assignment_id,
-                        task_id: &a.task_id,
-                        node_id: &node_id,
-                        status,
-                        result_digest: &digest,
-                    },
-                );
-                let report = ResultReport {
-                    assignment_id: a.assignment_id.clone(),
-                    task_id: a.task_id.clone(),
-                    status,
-                    result_digest: digest,
-                    exit_code: 0,
-                    stdout: String::new(),
-                    outputs: Default::default(),
-                    failure: String::new(),
-                    usage: Default::default(),
-                    signature,
-                };
-                reports += 1;
-                if !is_challenge {
-                    self.shared.results.fetch_add(1, Ordering::Relaxed);
-                }
-                pending.push(report);
-                if pending.len() >= self.cfg.report_batch.max(1) {
-                    self.send_reports(&mut pending).await;
+                right
+            }
+            Kind::Faulty => {
+                if self.rng.gen_bool(self.cfg.faulty_error_rate) {
+                    self.wrong_digest(nonce)
+                } else {
+                    right
                 }
             }
-            self.send_reports(&mut pending).await;
+            Kind::Malicious => self.wrong_digest(nonce),
+            Kind::Colluding => {
+                if is_challenge && *agreed < 3 {
+                    *agreed += 1;
+                    right
+                } else {
+                    collusion_digest(nonce)
+                }
+            }
+        })
+    }
+
+    /// A wrong answer of this agent's own, the same each time for a task.
+    fn wrong_digest(&self, nonce: &str) -> String {
+        let mut r = StdRng::seed_from_u64(
+            u64::from_le_bytes(
+                signing::sha256(nonce.as_bytes())[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            ) ^ u64::from_le_bytes(self.key.to_bytes()[..8].try_into().expect("8 bytes")),
+        );
+        hex::encode(r.r#gen::<[u8; 32]>())
+    }
+
+    /// The signed report of a completed assignment.
+    fn report(&self, a: &Assignment, node_id: &str, digest: String) -> ResultReport {
+        let status = ReportStatus::Completed;
+        let signature = sign_result(
+            &self.key,
+            &ResultStatement {
+                assignment_id: &a.assignment_id,
+                task_id: &a.task_id,
+                node_id,
+                status,
+                result_digest: &digest,
+            },
+        );
+        ResultReport {
+            assignment_id: a.assignment_id.clone(),
+            task_id: a.task_id.clone(),
+            status,
+            result_digest: digest,
+            exit_code: 0,
+            stdout: String::new(),
+            outputs: Default::default(),
+            failure: String::new(),
+            usage: Default::default(),
+            signature,
         }
     }
 
@@ -760,17 +812,7 @@ pub async fn run(
         Some(("application/wasm", MODULE.to_vec())),
     )
     .await?;
-    let mut kinds = Vec::new();
-    for (kind, n) in [
-        (Kind::Honest, cfg.honest),
-        (Kind::Faulty, cfg.faulty),
-        (Kind::Malicious, cfg.malicious),
-        (Kind::Colluding, cfg.colluding),
-        (Kind::Flaky, cfg.flaky),
-        (Kind::Slow, cfg.slow),
-    ] {
-        kinds.extend(std::iter::repeat_n(kind, n));
-    }
+    let kinds = agent_kinds(&cfg);
     // Bootstrapping challenges: enough for every node to earn eligibility.
     let challenges: Vec<TaskSubmission> = (0..kinds.len() * 4 + 8)
         .map(|i| {
@@ -782,18 +824,100 @@ pub async fn run(
     submit_all(&api, op, challenges).await?;
 
     let shared = Arc::new(Shared::default());
-    let mut handles = Vec::new();
-    let mut registered_at = HashMap::new();
-    let mut malicious_ids = Vec::new();
+    let agents = start_agents(&bases, &cfg, &kinds, &mut rng, &shared).await?;
+
+    // Ordinary tasks.
+    let start = Instant::now();
+    let (subs, answers) = ordinary_tasks(op, &cfg, &mut rng);
+    let ids = submit_all(&api, op, subs).await?;
+    let during = tokio::spawn(during);
+    let ids: HashSet<String> = ids.into_iter().collect();
+    // Wait until every ordinary task was acknowledged final, then verify all.
+    wait_for_acks(&shared, &ids, start + cfg.time_limit).await;
+    let elapsed = start.elapsed();
+    // Agents keep working until `during` is over too (it may wait on work
+    // of its own, e.g. a task submitted by the CLI).
+    let _ = during.await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for h in agents.handles {
+        let _ = h.await;
+    }
+
+    let mut report = SimReport {
+        tasks: ids.len(),
+        elapsed,
+        malicious_total: agents.malicious_ids.len(),
+        results_reported: shared.results.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    let acked = shared.acked.lock().expect("lock").clone();
+    let ids: Vec<String> = ids.into_iter().collect();
+    tally_tasks(&api, op, &ids, &acked, &answers, &mut report).await?;
+    let excluded = shared.excluded_at.lock().expect("lock").clone();
+    for id in &agents.malicious_ids {
+        if let Some(at) = excluded.get(id) {
+            report.malicious_excluded += 1;
+            report
+                .time_to_exclude
+                .push(at.duration_since(agents.registered_at[id]));
+        }
+    }
+    report.efficiency = if report.results_reported == 0 {
+        0.0
+    } else {
+        report.verified as f64 / report.results_reported as f64
+    };
+    report.throughput = report.verified as f64 / elapsed.as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+/// Each agent's kind, in the order the agents start.
+fn agent_kinds(cfg: &SimConfig) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    for (kind, n) in [
+        (Kind::Honest, cfg.honest),
+        (Kind::Faulty, cfg.faulty),
+        (Kind::Malicious, cfg.malicious),
+        (Kind::Colluding, cfg.colluding),
+        (Kind::Flaky, cfg.flaky),
+        (Kind::Slow, cfg.slow),
+    ] {
+        kinds.extend(std::iter::repeat_n(kind, n));
+    }
+    kinds
+}
+
+/// The running agents, and what the report needs to know of them.
+struct Agents {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    /// Node id → when it registered.
+    registered_at: HashMap<String, Instant>,
+    malicious_ids: Vec<String>,
+}
+
+/// Enrols one agent of each kind in `kinds` (spread over `bases`) and
+/// starts it.
+async fn start_agents(
+    bases: &[String],
+    cfg: &SimConfig,
+    kinds: &[Kind],
+    rng: &mut StdRng,
+    shared: &Arc<Shared>,
+) -> Result<Agents, SimError> {
+    let mut agents = Agents {
+        handles: Vec::new(),
+        registered_at: HashMap::new(),
+        malicious_ids: Vec::new(),
+    };
     let mut killed = 0;
     for (i, kind) in kinds.iter().enumerate() {
         let key = SigningKey::from_bytes(&rng.r#gen::<[u8; 32]>());
-        let agent_api = Api::new(bases.clone(), i % bases.len());
+        let agent_api = Api::new(bases.to_vec(), i % bases.len());
         enrol(&agent_api, &key).await?;
         let id = b64::encode(key.verifying_key().as_bytes());
-        registered_at.insert(id.clone(), Instant::now());
+        agents.registered_at.insert(id.clone(), Instant::now());
         if *kind == Kind::Malicious {
-            malicious_ids.push(id);
+            agents.malicious_ids.push(id);
         }
         let kill_after = (*kind == Kind::Honest && killed < cfg.killed).then(|| {
             killed += 1;
@@ -808,11 +932,17 @@ pub async fn run(
             shared: shared.clone(),
             kill_after,
         };
-        handles.push(tokio::spawn(agent.run()));
+        agents.handles.push(tokio::spawn(agent.run()));
     }
+    Ok(agents)
+}
 
-    // Ordinary tasks.
-    let start = Instant::now();
+/// The ordinary tasks to submit, and each one's correct answer by task id.
+fn ordinary_tasks(
+    op: &OperatorSetup,
+    cfg: &SimConfig,
+    rng: &mut StdRng,
+) -> (Vec<TaskSubmission>, HashMap<String, String>) {
     let mut answers: HashMap<String, String> = HashMap::new();
     let mut subs = Vec::with_capacity(cfg.tasks);
     for i in 0..cfg.tasks {
@@ -823,11 +953,12 @@ pub async fn run(
         answers.insert(signing::task_id(&st), correct_digest(&nonce));
         subs.push(submission(op, st, known, false));
     }
-    let ids = submit_all(&api, op, subs).await?;
-    let during = tokio::spawn(during);
-    let ids: HashSet<String> = ids.into_iter().collect();
-    // Wait until every ordinary task was acknowledged final, then verify all.
-    let deadline = start + cfg.time_limit;
+    (subs, answers)
+}
+
+/// Waits until agents were told a final state for every task in `ids`, or
+/// the deadline passes.
+async fn wait_for_acks(shared: &Shared, ids: &HashSet<String>, deadline: Instant) {
     loop {
         let done = {
             let acked = shared.acked.lock().expect("lock");
@@ -838,24 +969,18 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let elapsed = start.elapsed();
-    // Agents keep working until `during` is over too (it may wait on work
-    // of its own, e.g. a task submitted by the CLI).
-    let _ = during.await;
-    shared.stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.await;
-    }
+}
 
-    let mut report = SimReport {
-        tasks: ids.len(),
-        elapsed,
-        malicious_total: malicious_ids.len(),
-        results_reported: shared.results.load(Ordering::Relaxed),
-        ..Default::default()
-    };
-    let acked = shared.acked.lock().expect("lock").clone();
-    let ids: Vec<String> = ids.into_iter().collect();
+/// Reads every task's final status from the server and counts it into the
+/// report, against what agents were told (`acked`) and the known answers.
+async fn tally_tasks(
+    api: &Api,
+    op: &OperatorSetup,
+    ids: &[String],
+    acked: &HashMap<String, TaskState>,
+    answers: &HashMap<String, String>,
+    report: &mut SimReport,
+) -> Result<(), SimError> {
     for chunk in ids.chunks(32) {
         let futures = chunk.iter().cloned().map(|id| {
             let api = api.clone();
@@ -877,46 +1002,41 @@ pub async fn run(
             let Ok(status) = status else {
                 continue;
             };
-            let mut nodes = HashSet::new();
-            for e in &status.evidence {
-                if !nodes.insert(e.node_id.clone()) {
-                    report.duplicate_evidence += 1;
-                }
-            }
-            if acked.get(&id) == Some(&TaskState::Verified) {
-                report.acked_verified += 1;
-                if status.state != TaskState::Verified {
-                    report.acked_lost += 1;
-                }
-            }
-            match status.state {
-                TaskState::Verified => {
-                    report.verified += 1;
-                    if status.accepted_digest.as_ref() != answers.get(&id) {
-                        report.wrong_accepted += 1;
-                    }
-                }
-                TaskState::Failed | TaskState::Cancelled => report.failed += 1,
-                TaskState::Pending => report.unfinished += 1,
-            }
+            tally_task(&id, &status, acked, answers, report);
         }
     }
-    let excluded = shared.excluded_at.lock().expect("lock").clone();
-    for id in &malicious_ids {
-        if let Some(at) = excluded.get(id) {
-            report.malicious_excluded += 1;
-            report
-                .time_to_exclude
-                .push(at.duration_since(registered_at[id]));
+    Ok(())
+}
+
+fn tally_task(
+    id: &str,
+    status: &TaskStatus,
+    acked: &HashMap<String, TaskState>,
+    answers: &HashMap<String, String>,
+    report: &mut SimReport,
+) {
+    let mut nodes = HashSet::new();
+    for e in &status.evidence {
+        if !nodes.insert(e.node_id.clone()) {
+            report.duplicate_evidence += 1;
         }
     }
-    report.efficiency = if report.results_reported == 0 {
-        0.0
-    } else {
-        report.verified as f64 / report.results_reported as f64
-    };
-    report.throughput = report.verified as f64 / elapsed.as_secs_f64().max(1e-9);
-    Ok(report)
+    if acked.get(id) == Some(&TaskState::Verified) {
+        report.acked_verified += 1;
+        if status.state != TaskState::Verified {
+            report.acked_lost += 1;
+        }
+    }
+    match status.state {
+        TaskState::Verified => {
+            report.verified += 1;
+            if status.accepted_digest.as_ref() != answers.get(id) {
+                report.wrong_accepted += 1;
+            }
+        }
+        TaskState::Failed | TaskState::Cancelled => report.failed += 1,
+        TaskState::Pending => report.unfinished += 1,
+    }
 }
 
 async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
