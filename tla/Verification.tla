@@ -1,9 +1,9 @@
 --------------------------- MODULE Verification ---------------------------
 (***************************************************************************)
 (* Redundant verification of one task as the coordinator implements it     *)
-(* (server/src/store/sql/coord.rs: lease, record_result, decide,           *)
-(* expire_assignment; core::rules::consensus; core::coord::                *)
-(* adaptive_replication and verification_policy).                          *)
+(* (server/src/store/sql/work/: lease, record_result, expire_assignment;  *)
+(* server/src/verdict/quorum.rs: apply_quorum; core::rules::consensus;    *)
+(* core::coordinator::adaptive_replication and verification_policy).      *)
 (*                                                                         *)
 (* Up to F of the nodes are Byzantine (which ones is chosen by the initial *)
 (* state from ByzChoices: one representative of every class of choices up  *)
@@ -68,7 +68,7 @@ Leased == {n \in Nodes : asg[n] = "leased"}
 Counted(a, w) == {n \in Nodes : a[n] = "reported" /\ n \notin w}
 
 \* core::rules::consensus on the counted results, under
-\* core::coord::verification_policy(F, MaxReplicas, trusted # None).
+\* core::coordinator::verification_policy(F, MaxReplicas, trusted # None).
 Decision(a, r, w, want, tr) ==
   LET pf     == IF tr # None THEN 0 ELSE F
       pmax   == IF tr # None THEN 1 ELSE MaxReplicas

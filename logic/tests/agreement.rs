@@ -299,7 +299,7 @@ fn decide_with_core(s: &Scenario) -> Verdicts {
                 participation_rate: p as f64 / 1000.0,
             }),
             // What the store does after every judged result
-            // (save_node_stats): the counters' metrics, then the weights.
+            // (verdict::reputation): the counters' metrics, then the weights.
             (None, Some(c)) => Some(reputation_metrics(&NodeCounters {
                 assigned: c.assigned,
                 completed: c.completed,
