@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::b64;
 use crate::signing::sha256;
-use crate::wire::v1::{ConsentToken, ConsentTokenPayload, Jwk, TOKEN_VERSION};
+use crate::wire::v1::{ConsentToken, ConsentTokenPayload, Jwk, Permissions, TOKEN_VERSION};
 
 /// Clock skew tolerated on `issued_at`.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 60;
@@ -97,7 +97,8 @@ impl TokenSigner {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        let token = jsonwebtoken::encode(&header, &payload, &self.encoding)
+        let claims = JwtClaims::of(&payload);
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| TokenError::Signing(e.to_string()))?;
         let signature = token
             .rsplit('.')
@@ -109,6 +110,86 @@ impl TokenSigner {
             token,
             payload,
             signature,
+        })
+    }
+}
+
+/// The JWT's claims set: the seed's payload, mirrored in the registered
+/// claims of RFC 7519 (`iss`, `sub`, `iat`, `exp`, `jti`) so that any JWT
+/// library sees who issued the token, for whom, and when it expires. A token
+/// whose two copies disagree, or that lacks either, is refused.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    iat: Option<i64>,
+    exp: Option<i64>,
+    jti: Option<String>,
+    version: String,
+    token_id: String,
+    grant_id: String,
+    issuer: String,
+    subject: String,
+    issued_at: i64,
+    expires_at: i64,
+    permissions: Permissions,
+    revocation_url: String,
+}
+
+impl JwtClaims {
+    fn of(p: &ConsentTokenPayload) -> Self {
+        Self {
+            iss: Some(p.issuer.clone()),
+            sub: Some(p.subject.clone()),
+            iat: Some(p.issued_at),
+            exp: Some(p.expires_at),
+            jti: Some(p.token_id.clone()),
+            version: p.version.clone(),
+            token_id: p.token_id.clone(),
+            grant_id: p.grant_id.clone(),
+            issuer: p.issuer.clone(),
+            subject: p.subject.clone(),
+            issued_at: p.issued_at,
+            expires_at: p.expires_at,
+            permissions: p.permissions.clone(),
+            revocation_url: p.revocation_url.clone(),
+        }
+    }
+
+    /// The seed's payload, once every registered claim is present and equal
+    /// to its seed counterpart.
+    fn into_payload(self) -> Result<ConsentTokenPayload, TokenError> {
+        let mismatch = |claim: &str| {
+            TokenError::Payload(format!(
+                "registered claim {claim} is missing or disagrees with the payload"
+            ))
+        };
+        if self.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(mismatch("iss"));
+        }
+        if self.sub.as_deref() != Some(self.subject.as_str()) {
+            return Err(mismatch("sub"));
+        }
+        if self.iat != Some(self.issued_at) {
+            return Err(mismatch("iat"));
+        }
+        if self.exp != Some(self.expires_at) {
+            return Err(mismatch("exp"));
+        }
+        if self.jti.as_deref() != Some(self.token_id.as_str()) {
+            return Err(mismatch("jti"));
+        }
+        Ok(ConsentTokenPayload {
+            version: self.version,
+            token_id: self.token_id,
+            grant_id: self.grant_id,
+            issuer: self.issuer,
+            subject: self.subject,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            permissions: self.permissions,
+            revocation_url: self.revocation_url,
         })
     }
 }
@@ -175,16 +256,17 @@ impl Keyring {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<ConsentTokenPayload>(token, &known.decoding, &validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<JwtClaims>(token, &known.decoding, &validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
                 jsonwebtoken::errors::ErrorKind::Json(err) => TokenError::Payload(err.to_string()),
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm {
                     found: "non-EdDSA".into(),
                 },
                 _ => TokenError::Payload(e.to_string()),
-            })?;
-        let payload = data.claims;
+            },
+        )?;
+        let payload = data.claims.into_payload()?;
         if payload.version != TOKEN_VERSION {
             return Err(TokenError::Version {
                 found: payload.version,
@@ -514,5 +596,42 @@ mod tests {
         let x = b64::decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
         let key = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
         assert_eq!(key_id(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    /// Issue 28: a third-party JWT library sees the registered claims, equal
+    /// to the seed's; a token whose copies disagree is refused.
+    #[test]
+    fn issue_28_registered_claims_mirror_the_seed_claims() {
+        let (signer, ring) = setup();
+        let p = payload(&signer);
+        let token = signer.issue(p.clone()).unwrap().token;
+        let body = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&b64::decode(body).unwrap()).unwrap();
+        assert_eq!(claims["iss"], serde_json::json!(p.issuer));
+        assert_eq!(claims["sub"], serde_json::json!(p.subject));
+        assert_eq!(claims["iat"], serde_json::json!(p.issued_at));
+        assert_eq!(claims["exp"], serde_json::json!(p.expires_at));
+        assert_eq!(claims["jti"], serde_json::json!(p.token_id));
+
+        for (claim, value) in [
+            ("iss", serde_json::json!("someone-else")),
+            ("sub", serde_json::json!("another-node")),
+            ("iat", serde_json::json!(1)),
+            ("exp", serde_json::json!(999_999)),
+            ("jti", serde_json::json!("tok-2")),
+            ("exp", serde_json::Value::Null),
+        ] {
+            let mut forged = claims.clone();
+            forged[claim] = value;
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(signer.kid().into());
+            let token = jsonwebtoken::encode(&header, &forged, &signer.encoding).unwrap();
+            let err = ring.check_signature(&token).unwrap_err();
+            assert!(
+                matches!(&err, TokenError::Payload(m) if m.contains(claim)),
+                "{claim}: {err}"
+            );
+        }
     }
 }
