@@ -14,10 +14,9 @@ use std::time::Duration;
 use askee_core::signing::{self, manifest_digest};
 use askee_core::wire::v1::{
     CapabilityManifest, GRANT_STATEMENT_VERSION, GrantResponse, GrantStatement,
+    PortalPairingRequest, PortalSession,
 };
 use ed25519_dalek::SigningKey;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::client::{ClientError, Coordinator};
 
@@ -47,25 +46,18 @@ pub enum PortalError {
     TooLong { chosen: i64, max: i64 },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Pairing {
-    pub session: String,
-    pub url: String,
-    pub expires_at: i64,
-}
+/// A one-time pairing: the session secret and the page to open.
+pub use askee_core::wire::v1::PortalPairing as Pairing;
 
 /// What the volunteer chose in the page.
 pub use askee_core::portal::ChoiceRequest as Choice;
 
 /// Opens a pairing: for `manifest` (review and grant) or status only.
 pub async fn pair(client: &Coordinator, manifest_id: Option<&str>) -> Result<Pairing, PortalError> {
-    let v: Value = client
-        .signed_post(
-            "/v1/portal/pairings",
-            &json!({ "manifest_id": manifest_id }),
-        )
-        .await?;
-    serde_json::from_value(v).map_err(|e| PortalError::Answer(e.to_string()))
+    let request = PortalPairingRequest {
+        manifest_id: manifest_id.map(str::to_owned),
+    };
+    Ok(client.signed_post("/v1/portal/pairings", &request).await?)
 }
 
 /// Waits until the page has recorded a choice, and checks it against the
@@ -81,21 +73,25 @@ pub async fn wait_for_choice(
         if now() >= pairing.expires_at {
             return Err(PortalError::Expired);
         }
-        let view = client
-            .get_with("/v1/portal/session?wait=50&seen=review", &headers, POLL)
-            .await?;
-        match view["state"].as_str() {
-            Some("review") => continue,
-            Some("chosen") => {}
+        let view: PortalSession = serde_json::from_value(
+            client
+                .get_with("/v1/portal/session?wait=50&seen=review", &headers, POLL)
+                .await?,
+        )
+        .map_err(|e| PortalError::Answer(format!("session: {e}")))?;
+        match view.state.as_str() {
+            "review" => continue,
+            "chosen" => {}
             other => {
                 return Err(PortalError::Answer(format!(
                     "session state {other:?} while waiting for a choice"
                 )));
             }
         }
-        let shown: CapabilityManifest =
-            serde_json::from_value(view["manifest"]["manifest"].clone())
-                .map_err(|e| PortalError::Answer(format!("manifest: {e}")))?;
+        let shown = view
+            .manifest
+            .ok_or_else(|| PortalError::Answer("a chosen session without its manifest".into()))?
+            .manifest;
         let (shown_digest, held_digest) = (manifest_digest(&shown), manifest_digest(held));
         if shown_digest != held_digest || shown.manifest_id != held.manifest_id {
             return Err(PortalError::ManifestMismatch {
@@ -103,8 +99,9 @@ pub async fn wait_for_choice(
                 held: held_digest,
             });
         }
-        let choice: Choice = serde_json::from_value(view["choice"].clone())
-            .map_err(|e| PortalError::Answer(format!("choice: {e}")))?;
+        let choice = view
+            .choice
+            .ok_or_else(|| PortalError::Answer("a chosen session without its choice".into()))?;
         let wider = askee_core::validate::narrowing(&choice.permissions, &held.proposed, "");
         if !wider.is_empty() {
             let list: Vec<String> = wider.iter().map(ToString::to_string).collect();

@@ -2,25 +2,13 @@
 //! and the check of a volunteer's choice against the manifest it is for.
 //! Both read untrusted input (a header, a JSON body) and are fuzzed.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::validate::{self, FieldError};
-use crate::wire::v1::{CapabilityManifest, Permissions};
+use crate::wire::v1::CapabilityManifest;
+
+pub use crate::wire::v1::ChoiceRequest;
 
 /// The header the page and the agent send the session secret in.
 pub const SESSION_HEADER: &str = "askee-portal-session";
-
-/// What the volunteer chose in the page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChoiceRequest {
-    /// The limits chosen: each at most what the manifest proposed.
-    pub permissions: Permissions,
-    /// When the grant should end (unix seconds), at most the manifest's
-    /// `grant_expires_at_max`.
-    pub grant_expires_at: i64,
-}
 
 /// Why a session header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

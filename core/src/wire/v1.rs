@@ -345,8 +345,10 @@ pub struct ContainerCapabilities {
 }
 
 pub mod consent;
+pub mod portal;
 pub mod work;
 pub use consent::*;
+pub use portal::*;
 pub use work::*;
 /// Version of the participation signal format (`v=1` in DNS and the QR URI,
 /// `"version": 1` in the well-known document).

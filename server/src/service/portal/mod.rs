@@ -25,9 +25,7 @@ use std::time::Duration;
 
 use askee_core::signing;
 use askee_core::validate::FieldError;
-use askee_core::wire::v1::{
-    GrantResponse, ManifestResponse, Permissions, RevocationStatusResponse, SignedGrant,
-};
+use askee_core::wire::v1::{GrantResponse, Permissions, RevocationStatusResponse, SignedGrant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -41,6 +39,8 @@ pub mod status;
 
 pub use status::status;
 
+pub use askee_core::wire::v1::{PortalPairing, PortalPairingRequest, PortalSession};
+
 pub use askee_core::portal::{
     ChoiceRequest, SESSION_HEADER, SessionError, check_choice, parse_session,
 };
@@ -52,38 +52,6 @@ const MAX_PAIRINGS: usize = 10_000;
 const MAX_SESSION_WAIT: Duration = Duration::from_secs(50);
 /// How many tasks and audit entries the status page shows.
 const STATUS_ROWS: u32 = 100;
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PortalPairingRequest {
-    /// The pending manifest to review in the page; absent for a status-only
-    /// session.
-    pub manifest_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PortalPairing {
-    /// The session secret: 64 hex characters, held only by the volunteer.
-    pub session: String,
-    /// The page to open, with the secret in its fragment.
-    pub url: String,
-    pub expires_at: i64,
-}
-
-/// A session as the page and the agent see it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PortalSession {
-    /// `review` (waiting for a choice), `chosen` (waiting for the agent's
-    /// signature), `granted`, or `status` (a status-only session).
-    pub state: String,
-    pub node_public_key: String,
-    pub expires_at: i64,
-    /// The manifest to review (absent for a status-only session).
-    pub manifest: Option<ManifestResponse>,
-    pub choice: Option<ChoiceRequest>,
-    pub grant_id: Option<String>,
-    pub token_id: Option<String>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
