@@ -317,29 +317,53 @@ impl CgroupUsage {
     }
 }
 
-/// Remove task cgroups that askee processes no longer alive left behind (a crash
-/// skips their cleanup): empty directories named `askee-<pid>-…` below this
-/// process's cgroups whose pid does not exist. Non-empty ones stay.
+/// End what askee processes no longer alive left behind (a crash skips their
+/// cleanup): task cgroups named `askee-<pid>-…` below this process's cgroups
+/// whose pid does not exist. Their members are killed first (on v1, frozen,
+/// killed and thawed, so a member its owner froze to yield cannot outlive
+/// it), then the directories are removed.
 pub fn remove_stale(layout: &CgroupLayout) {
-    let parents = layout.v2_dir.iter().chain(layout.v1_dirs.values());
-    for parent in parents {
+    let mut stale: BTreeMap<String, TaskCgroup> = BTreeMap::new();
+    let v2 = layout.v2_dir.iter().map(|d| (None, d));
+    let v1 = layout.v1_dirs.iter().map(|(c, d)| (Some(c), d));
+    for (controller, parent) in v2.chain(v1) {
         let Ok(entries) = fs::read_dir(parent) else {
             continue;
         };
         for e in entries.flatten() {
-            let name = e.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("askee-"))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = fs::remove_dir(e.path());
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !owner_is_gone(&name) {
+                continue;
+            }
+            match controller {
+                None => {
+                    stale.insert(format!("v2/{name}"), TaskCgroup::V2 { dir: e.path() });
+                }
+                Some(c) => {
+                    let group = stale.entry(name).or_insert_with(|| TaskCgroup::V1 {
+                        dirs: BTreeMap::new(),
+                    });
+                    if let TaskCgroup::V1 { dirs } = group {
+                        dirs.insert(c.clone(), e.path());
+                    }
+                }
             }
         }
     }
+    for group in stale.values() {
+        let _ = group.kill_all();
+        let _ = group.remove();
+    }
+}
+
+/// Whether `name` is a task cgroup (`askee-<pid>-…`) whose owner has exited.
+fn owner_is_gone(name: &str) -> bool {
+    name.strip_prefix("askee-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl TaskCgroup {
@@ -579,13 +603,16 @@ impl TaskCgroup {
             return Ok(());
         }
         let frozen = self.freeze().is_ok();
-        for pid in self.pids()? {
+        let members = self.pids();
+        for &pid in members.as_deref().unwrap_or_default() {
             crate::sys::kill_process(pid);
         }
+        // Thaw whatever happened above: a member left frozen never acts on its
+        // SIGKILL (or its parent-death signal) and outlives its owner.
         if frozen {
             self.thaw()?;
         }
-        Ok(())
+        members.map(drop)
     }
 
     /// Usage accounting read back from the cgroup files.
